@@ -1,0 +1,191 @@
+//! Turning upstream failures into `GatewayError`s a client may read: OpenAI-shaped, with the
+//! upstream's status, and never carrying the upstream key.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tollgate_core::error::openai_error_body;
+use tollgate_core::{GatewayError, Secret};
+
+/// Longest upstream text quoted in an error message.
+const QUOTE_LIMIT: usize = 500;
+
+/// An upstream error status and body → the client's error. An OpenAI-shaped body passes
+/// as is; anything else (FastAPI `detail`, plain text, HTML) is quoted inside one.
+pub fn upstream_error(
+    backend: &str,
+    status: StatusCode,
+    body: &[u8],
+    key: Option<&Secret>,
+    retry_after: Option<Duration>,
+) -> GatewayError {
+    let body = scrub(body, key);
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let body = match parsed.as_ref().and_then(|v| v.get("error")) {
+        Some(err) if err.get("message").is_some_and(|m| m.is_string()) => body,
+        _ => {
+            let quoted = parsed
+                .as_ref()
+                .and_then(describe_json)
+                .unwrap_or_else(|| quote_text(&body));
+            let message = if quoted.is_empty() {
+                format!("backend `{backend}` answered {status}")
+            } else {
+                format!("backend `{backend}` answered {status}: {quoted}")
+            };
+            let (kind, code) = kind_and_code(status);
+            openai_error_body(&message, kind, None, code)
+        }
+    };
+    GatewayError::Upstream {
+        status,
+        body,
+        retry_after,
+    }
+}
+
+/// The error text of non-OpenAI JSON error bodies (`{"error":"…"}`, `{"detail":…}`, …).
+fn describe_json(v: &serde_json::Value) -> Option<String> {
+    for field in ["error", "detail", "message", "title"] {
+        match v.get(field) {
+            Some(serde_json::Value::String(s)) => return Some(truncate(s)),
+            Some(other @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => {
+                return Some(truncate(&other.to_string()))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn quote_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    truncate(text.trim())
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= QUOTE_LIMIT {
+        return s.to_owned();
+    }
+    let mut end = QUOTE_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Replaces any copy of the upstream key with `***` (some servers echo the header back).
+fn scrub(body: &[u8], key: Option<&Secret>) -> Bytes {
+    let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 4) else {
+        return Bytes::copy_from_slice(body);
+    };
+    let finder = memchr::memmem::Finder::new(key.as_bytes());
+    if finder.find(body).is_none() {
+        return Bytes::copy_from_slice(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = finder.find(rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"***");
+        rest = &rest[at + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+fn kind_and_code(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        401 | 403 => ("authentication_error", "upstream_auth_error"),
+        404 => ("invalid_request_error", "model_not_found"),
+        408 => ("timeout_error", "upstream_timeout"),
+        429 => ("rate_limit_error", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "invalid_request_error"),
+        _ => ("upstream_error", "upstream_error"),
+    }
+}
+
+/// A transport error in words, without the URL (which a user may have given a token in).
+pub fn describe_transport_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    let mut deepest = None;
+    while let Some(s) = source {
+        deepest = Some(s);
+        source = s.source();
+    }
+    let what = if e.is_connect() {
+        "could not connect"
+    } else {
+        "the exchange failed"
+    };
+    match deepest {
+        Some(cause) => format!("{what}: {cause}"),
+        None => format!("{what}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_of(e: &GatewayError) -> serde_json::Value {
+        serde_json::from_slice(&e.body()).expect("json")
+    }
+
+    #[test]
+    fn openai_shaped_errors_pass_untouched() {
+        let body = br#"{"error":{"message":"Rate limit","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let e = upstream_error("b", StatusCode::TOO_MANY_REQUESTS, body, None, None);
+        assert_eq!(&e.body()[..], &body[..]);
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn other_shapes_are_wrapped_with_their_status() {
+        let e = upstream_error(
+            "nim",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"]}]}"#,
+            None,
+            None,
+        );
+        assert_eq!(e.status().as_u16(), 422);
+        let v = json_of(&e);
+        let msg = v["error"]["message"].as_str().expect("message");
+        assert!(
+            msg.contains("extra_forbidden") && msg.contains("`nim`"),
+            "{msg}"
+        );
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+
+        let e = upstream_error(
+            "b",
+            StatusCode::BAD_GATEWAY,
+            b"<html>bad gateway</html>",
+            None,
+            None,
+        );
+        let v = json_of(&e);
+        assert_eq!(v["error"]["code"], "upstream_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad gateway")));
+    }
+
+    #[test]
+    fn upstream_key_is_scrubbed() {
+        let key = Secret::new("nvapi-SECRET123");
+        let e = upstream_error(
+            "b",
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":{"message":"bad key nvapi-SECRET123","type":"x"}}"#,
+            Some(&key),
+            None,
+        );
+        let text = String::from_utf8(e.body().to_vec()).expect("utf8");
+        assert!(!text.contains("SECRET123"), "{text}");
+        assert!(text.contains("bad key ***"));
+    }
+}

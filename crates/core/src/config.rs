@@ -1,0 +1,508 @@
+//! The configuration schema of SPEC §2 as typed structs with their defaults, and the checks
+//! that need no network: ranges, names that must resolve, keys that are not supported yet.
+//!
+//! Loading (files, environment, command line) lives with the binary; this module only says
+//! what a valid configuration is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Backend for models without a known `backend:` prefix.
+    pub default_backend: Option<String>,
+    /// Replaces every request's model when set.
+    pub force_model: Option<String>,
+    pub auth: AuthConfig,
+    pub failure_handling: FailureHandling,
+    /// Backend instances by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Model names clients may ask for, each expanding to ordered targets.
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// Where limits and budgets count (limits are a later issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
+    /// Prometheus metrics (a later issue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<serde_json::Value>,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: u64,
+    /// Seconds: upper bound for one request, stream included.
+    pub request_timeout: u64,
+    /// Seconds to drain in-flight work on SIGTERM/SIGINT.
+    pub shutdown_grace: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            max_body_bytes: 32 * 1024 * 1024,
+            request_timeout: 600,
+            shutdown_grace: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Client keys; empty means no client auth.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One client key. Exactly one of `key`, `key_env`, `key_sha256` gives its value.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyConfig {
+    /// Shown in logs and metrics instead of the key.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// Hex SHA-256 of the key, so the file need not hold it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
+    pub allowed_models: Vec<String>,
+    /// Wins over `allowed_models`.
+    pub denied_models: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
+}
+
+/// How a keepalive frame looks on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveFormat {
+    /// `: keepalive` — an SSE comment every client ignores.
+    #[default]
+    Comment,
+    /// An OpenAI-shaped chunk with empty content.
+    Chunk,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureHandling {
+    /// Seconds of upstream silence before a keepalive frame (1..=60).
+    pub keepalive_interval: u64,
+    pub keepalive_format: KeepaliveFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_silent_wait: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<serde_json::Value>,
+}
+
+impl Default for FailureHandling {
+    fn default() -> Self {
+        FailureHandling {
+            keepalive_interval: 8,
+            keepalive_format: KeepaliveFormat::Comment,
+            retries: None,
+            backoff: None,
+            max_silent_wait: None,
+            circuit_breaker: None,
+        }
+    }
+}
+
+/// One backend instance. Keys this struct does not name are the connector's own options
+/// (`options`), checked by that connector's factory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BackendConfig {
+    /// Connector type; defaults to the instance name when that is a known type.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Beats the connector's key variable (`NVIDIA_API_KEY` …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Seconds for one upstream exchange.
+    pub timeout: u64,
+    /// Seconds to establish a connection.
+    pub connect_timeout: u64,
+    /// Static catalogue, used when discovery is impossible.
+    pub models: Vec<String>,
+    /// Empty: all.
+    pub allowed_models: Vec<String>,
+    pub denied_models: Vec<String>,
+    /// Extra outbound headers.
+    pub headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
+    /// Connector-specific keys.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            kind: None,
+            api_url: None,
+            api_key: None,
+            timeout: 120,
+            connect_timeout: 10,
+            models: Vec::new(),
+            allowed_models: Vec::new(),
+            denied_models: Vec::new(),
+            headers: BTreeMap::new(),
+            limits: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The connector type: `type`, or the instance name when it is one of `known` types.
+    pub fn kind<'a>(&'a self, name: &'a str, known: &[&str]) -> Option<&'a str> {
+        match &self.kind {
+            Some(kind) => Some(kind),
+            None if known.contains(&name) => Some(name),
+            None => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `tollgate_server=debug,info` …
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// One thing wrong with a configuration: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `backends.nvidia.timeout`.
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+const NOT_YET: &str = "not supported yet";
+
+impl Config {
+    /// Every problem that can be seen without building connectors or reading the
+    /// environment. `known_types` are the registered connector types.
+    pub fn validate(&self, known_types: &[&str]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut p = |path: String, message: String| problems.push(Problem::new(path, message));
+
+        if self.server.host.trim().is_empty() {
+            p("server.host".into(), "must not be empty".into());
+        }
+        if self.server.max_body_bytes == 0 {
+            p("server.max_body_bytes".into(), "must be at least 1".into());
+        }
+        if self.server.request_timeout == 0 {
+            p(
+                "server.request_timeout".into(),
+                "must be at least 1 second".into(),
+            );
+        }
+
+        let fh = &self.failure_handling;
+        if !(1..=60).contains(&fh.keepalive_interval) {
+            p(
+                "failure_handling.keepalive_interval".into(),
+                format!(
+                    "must be between 1 and 60 seconds, got {}",
+                    fh.keepalive_interval
+                ),
+            );
+        }
+        for (key, value) in [
+            ("retries", &fh.retries),
+            ("backoff", &fh.backoff),
+            ("max_silent_wait", &fh.max_silent_wait),
+            ("circuit_breaker", &fh.circuit_breaker),
+        ] {
+            if value.is_some() {
+                p(format!("failure_handling.{key}"), NOT_YET.into());
+            }
+        }
+        if self.state.is_some() {
+            p("state".into(), NOT_YET.into());
+        }
+        if self.metrics.is_some() {
+            p("metrics".into(), NOT_YET.into());
+        }
+
+        for (name, backend) in &self.backends {
+            let at = format!("backends.{name}");
+            if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
+                p(
+                    at.clone(),
+                    "a backend name must be non-empty, without `:` or spaces".into(),
+                );
+            }
+            match backend.kind(name, known_types) {
+                None => p(
+                    format!("{at}.type"),
+                    format!(
+                        "missing: `{name}` is not a connector type, so `type` is required (one of: {})",
+                        known_types.join(", ")
+                    ),
+                ),
+                Some(kind) if !known_types.contains(&kind) => p(
+                    format!("{at}.type"),
+                    format!("unknown connector type `{kind}` (one of: {})", known_types.join(", ")),
+                ),
+                Some(_) => {}
+            }
+            if backend.timeout == 0 {
+                p(format!("{at}.timeout"), "must be at least 1 second".into());
+            }
+            if backend.connect_timeout == 0 {
+                p(
+                    format!("{at}.connect_timeout"),
+                    "must be at least 1 second".into(),
+                );
+            }
+            if backend.limits.is_some() {
+                p(format!("{at}.limits"), NOT_YET.into());
+            }
+            if let Some(url) = &backend.api_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p(
+                        format!("{at}.api_url"),
+                        format!("must start with http:// or https://, got `{url}`"),
+                    );
+                }
+            }
+        }
+
+        if let Some(default) = &self.default_backend {
+            if !self.backends.contains_key(default) {
+                p(
+                    "default_backend".into(),
+                    format!(
+                        "`{default}` is not a configured backend ({})",
+                        self.backend_names()
+                    ),
+                );
+            }
+        }
+
+        for (route, targets) in &self.routes {
+            let at = format!("routes.{route}");
+            if targets.is_empty() {
+                p(at.clone(), "needs at least one target".into());
+            }
+            for (i, target) in targets.iter().enumerate() {
+                if !self.target_resolves(target) {
+                    p(
+                        format!("{at}[{i}]"),
+                        format!(
+                            "`{target}` names no configured backend and no default_backend is set ({})",
+                            self.backend_names()
+                        ),
+                    );
+                }
+            }
+        }
+
+        let mut names = std::collections::HashSet::new();
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            let at = format!("auth.keys[{i}]");
+            if key.name.trim().is_empty() {
+                p(format!("{at}.name"), "required".into());
+            } else if !names.insert(key.name.as_str()) {
+                p(
+                    format!("{at}.name"),
+                    format!("duplicate key name `{}`", key.name),
+                );
+            }
+            let sources = [
+                key.key.is_some(),
+                key.key_env.is_some(),
+                key.key_sha256.is_some(),
+            ];
+            match sources.iter().filter(|s| **s).count() {
+                1 => {}
+                0 => p(
+                    at.clone(),
+                    "needs one of `key`, `key_env`, `key_sha256`".into(),
+                ),
+                _ => p(
+                    at.clone(),
+                    "give only one of `key`, `key_env`, `key_sha256`".into(),
+                ),
+            }
+            if key.key.as_ref().is_some_and(Secret::is_empty) {
+                p(format!("{at}.key"), "must not be empty".into());
+            }
+            if let Some(hex) = &key.key_sha256 {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    p(format!("{at}.key_sha256"), "must be 64 hex digits".into());
+                }
+            }
+            if key.limits.is_some() {
+                p(format!("{at}.limits"), NOT_YET.into());
+            }
+        }
+        problems
+    }
+
+    /// Whether a route target can reach a backend.
+    fn target_resolves(&self, target: &str) -> bool {
+        match target.split_once(':') {
+            Some((prefix, model)) if self.backends.contains_key(prefix) => !model.is_empty(),
+            _ => self
+                .default_backend
+                .as_ref()
+                .is_some_and(|d| self.backends.contains_key(d)),
+        }
+    }
+
+    fn backend_names(&self) -> String {
+        if self.backends.is_empty() {
+            "no backends are configured".into()
+        } else {
+            let names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+            format!("configured: {}", names.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TYPES: &[&str] = &["mock", "openai", "nvidia"];
+
+    fn parse(yaml: &str) -> Config {
+        serde_yaml::from_str(yaml).expect("valid yaml")
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::default();
+        assert_eq!(c.server.host, "127.0.0.1");
+        assert_eq!(c.server.port, 8000);
+        assert_eq!(c.server.max_body_bytes, 33_554_432);
+        assert_eq!(c.failure_handling.keepalive_interval, 8);
+        assert_eq!(
+            c.failure_handling.keepalive_format,
+            KeepaliveFormat::Comment
+        );
+        assert!(c.validate(TYPES).is_empty());
+    }
+
+    #[test]
+    fn backend_options_and_type_default() {
+        let c = parse("backends:\n  nvidia: { api_key: ' Bearer nvapi-1 ' }\n  local: { type: mock, reply: hi }\n");
+        assert_eq!(c.backends["nvidia"].kind("nvidia", TYPES), Some("nvidia"));
+        assert_eq!(
+            c.backends["nvidia"].api_key.as_ref().map(Secret::expose),
+            Some("nvapi-1")
+        );
+        assert_eq!(c.backends["local"].options["reply"], "hi");
+        assert!(c.validate(TYPES).is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let c = parse(
+            r#"
+default_backend: nope
+failure_handling: { keepalive_interval: 0, retries: 3 }
+backends:
+  weird: {}
+  x: { type: martian, timeout: 0 }
+routes:
+  fast: ["ghost:m"]
+  empty: []
+auth:
+  keys:
+    - { name: a, key: k, key_env: E }
+    - { name: a, key_sha256: zz, limits: { rpm: 1 } }
+state: { store: redis }
+"#,
+        );
+        let got: Vec<String> = c.validate(TYPES).iter().map(|p| p.path.clone()).collect();
+        for want in [
+            "default_backend",
+            "failure_handling.keepalive_interval",
+            "failure_handling.retries",
+            "backends.weird.type",
+            "backends.x.type",
+            "backends.x.timeout",
+            "routes.fast[0]",
+            "routes.empty",
+            "auth.keys[0]",
+            "auth.keys[1].name",
+            "auth.keys[1].key_sha256",
+            "auth.keys[1].limits",
+            "state",
+        ] {
+            assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(serde_yaml::from_str::<Config>("sever: {}").is_err());
+        assert!(serde_yaml::from_str::<Config>("server: { prot: 1 }").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! tollgate-core: what every part of the gateway shares — the [`Connector`] trait and its
+//! [`Registry`], wire types that keep unknown fields, routing, errors, the SSE codec and the
+//! configuration schema. No HTTP server and no connector live here.
+
+pub mod config;
+pub mod connector;
+pub mod env;
+pub mod error;
+pub mod json;
+pub mod pattern;
+pub mod registry;
+pub mod request;
+pub mod router;
+pub mod secret;
+pub mod sse;
+pub mod usage;
+
+pub use config::{Config, Problem};
+pub use connector::{Connector, EventStream, Reply, ReplyBody};
+pub use env::Env;
+pub use error::GatewayError;
+pub use json::JsonObject;
+pub use registry::{BuildContext, Registry};
+pub use request::{ClientRequest, Endpoint, Request};
+pub use router::{Router, Target};
+pub use secret::Secret;
+pub use sse::{SseEvent, SseSplitter};
+pub use usage::{Peek, Usage};

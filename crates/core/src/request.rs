@@ -1,0 +1,208 @@
+//! The routed endpoints and the request a connector receives, parsed once from the client's
+//! body and validated just enough to route it.
+
+use crate::error::GatewayError;
+use crate::json::{JsonError, JsonObject};
+
+/// An OpenAI endpoint that tollgate routes by `model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path below the API root (`{api_url}/{path}`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A client request as parsed at the edge: the fields tollgate acts on, and the whole body.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub endpoint: Endpoint,
+    /// The model the client asked for, before routing.
+    pub model: String,
+    /// Whether the client asked for an SSE stream.
+    pub stream: bool,
+    /// The body as sent; `model` is rewritten per target when forwarded.
+    pub body: JsonObject,
+}
+
+impl ClientRequest {
+    /// Parses and validates a body for `endpoint`. Each refusal names the field at fault.
+    pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Self, GatewayError> {
+        let body = JsonObject::parse(bytes).map_err(|e| match e {
+            JsonError::Syntax(_) => GatewayError::invalid(e.to_string()),
+            JsonError::NotAnObject => GatewayError::invalid(e.to_string()),
+        })?;
+        let model = match body.decode::<String>("model") {
+            Ok(Some(m)) if !m.trim().is_empty() => m,
+            Ok(_) => {
+                return Err(GatewayError::invalid_field(
+                    "model",
+                    "missing required field `model` (a non-empty string)",
+                ))
+            }
+            Err(_) => {
+                return Err(GatewayError::invalid_field(
+                    "model",
+                    "field `model` must be a string",
+                ))
+            }
+        };
+        let stream = match body.decode::<Option<bool>>("stream") {
+            Ok(v) => v.flatten().unwrap_or(false),
+            Err(_) => {
+                return Err(GatewayError::invalid_field(
+                    "stream",
+                    "field `stream` must be a boolean",
+                ))
+            }
+        };
+        match endpoint {
+            Endpoint::ChatCompletions => {
+                match body.get("messages") {
+                    None => {
+                        return Err(GatewayError::invalid_field(
+                            "messages",
+                            "missing required field `messages` (an array)",
+                        ))
+                    }
+                    // Raw values carry no surrounding white space, so the first byte tells the kind.
+                    Some(raw) if !raw.get().starts_with('[') => {
+                        return Err(GatewayError::invalid_field(
+                            "messages",
+                            "field `messages` must be an array",
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            Endpoint::Completions => require(&body, "prompt")?,
+            Endpoint::Embeddings => require(&body, "input")?,
+        }
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if body.decode::<Option<u64>>(field).is_err() {
+                return Err(GatewayError::invalid_field(
+                    field,
+                    format!("field `{field}` must be a non-negative integer"),
+                ));
+            }
+        }
+        Ok(ClientRequest {
+            endpoint,
+            model,
+            stream,
+            body,
+        })
+    }
+}
+
+fn require(body: &JsonObject, field: &str) -> Result<(), GatewayError> {
+    if body.contains(field) {
+        Ok(())
+    } else {
+        Err(GatewayError::invalid_field(
+            field,
+            format!("missing required field `{field}`"),
+        ))
+    }
+}
+
+/// What a connector sends upstream: one target's model and the body to forward.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub endpoint: Endpoint,
+    /// The model as the upstream knows it (the part after `backend:`).
+    pub model: String,
+    pub stream: bool,
+    /// The client's body; the connector writes `model` and applies its quirks.
+    pub body: JsonObject,
+    /// The request id, sent upstream as `x-request-id`.
+    pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(e: GatewayError) -> Option<String> {
+        match e {
+            GatewayError::InvalidRequest { param, .. } => param,
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chat_validation_names_the_field() {
+        let chat = Endpoint::ChatCompletions;
+        let ok = ClientRequest::parse(chat, br#"{"model":"m","messages":[],"stream":true}"#)
+            .expect("valid");
+        assert!(ok.stream);
+        assert_eq!(ok.model, "m");
+        let cases: [(&[u8], Option<&str>); 8] = [
+            (b"{", None),
+            (b"[]", None),
+            (br#"{"messages":[]}"#, Some("model")),
+            (br#"{"model":7,"messages":[]}"#, Some("model")),
+            (br#"{"model":"m"}"#, Some("messages")),
+            (br#"{"model":"m","messages":"hi"}"#, Some("messages")),
+            (
+                br#"{"model":"m","messages":[],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                br#"{"model":"m","messages":[],"max_tokens":-1}"#,
+                Some("max_tokens"),
+            ),
+        ];
+        for (body, param) in cases {
+            let e = ClientRequest::parse(chat, body).expect_err("invalid");
+            assert_eq!(
+                param_of(e).as_deref(),
+                param,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn null_stream_means_not_streaming() {
+        let r = ClientRequest::parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"m","messages":[],"stream":null}"#,
+        )
+        .expect("valid");
+        assert!(!r.stream);
+    }
+
+    #[test]
+    fn other_endpoints_need_their_input() {
+        assert!(
+            ClientRequest::parse(Endpoint::Embeddings, br#"{"model":"m","input":"x"}"#).is_ok()
+        );
+        let e =
+            ClientRequest::parse(Endpoint::Embeddings, br#"{"model":"m"}"#).expect_err("no input");
+        assert_eq!(param_of(e).as_deref(), Some("input"));
+        let e = ClientRequest::parse(Endpoint::Completions, br#"{"model":"m"}"#)
+            .expect_err("no prompt");
+        assert_eq!(param_of(e).as_deref(), Some("prompt"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Token usage and the light reading of response bodies and stream chunks that finds it.
+//!
+//! Reading skips everything it does not name (serde's `IgnoredAny`), so looking at a chunk
+//! costs one scan and no tree.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// What the gateway reads from a response body or one stream chunk.
+#[derive(Debug, Default, Deserialize)]
+pub struct Peek<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub created: Option<u64>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// Present (and not null) on an error frame.
+    #[serde(default)]
+    pub error: Option<IgnoredAny>,
+    #[serde(default)]
+    pub choices: Option<Vec<ChoicePeek>>,
+}
+
+/// The part of a choice the gateway reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoicePeek {
+    #[serde(default)]
+    pub finish_reason: Option<IgnoredAny>,
+}
+
+impl<'a> Peek<'a> {
+    /// Reads `json`; anything that is not a JSON object reads as empty.
+    pub fn read(json: &'a [u8]) -> Peek<'a> {
+        serde_json::from_slice(json).unwrap_or_default()
+    }
+
+    /// Whether a choice in this chunk carries a `finish_reason`.
+    pub fn finished(&self) -> bool {
+        self.choices
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c.finish_reason.is_some()))
+    }
+
+    /// Whether this chunk has no choices (the shape of OpenAI's extra usage-only chunk).
+    pub fn has_no_choices(&self) -> bool {
+        self.choices.as_ref().is_none_or(|c| c.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_chunk() {
+        let p = Peek::read(
+            br#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        );
+        assert_eq!(p.id.as_deref(), Some("c1"));
+        assert_eq!(p.model.as_deref(), Some("m"));
+        assert!(!p.finished());
+        assert!(p.usage.is_none());
+        assert!(p.error.is_none());
+    }
+
+    #[test]
+    fn reads_usage_finish_and_errors() {
+        let p = Peek::read(
+            br#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        );
+        assert!(p.finished());
+        assert_eq!(
+            p.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7
+            })
+        );
+        assert!(Peek::read(br#"{"error":{"message":"x"}}"#).error.is_some());
+        assert!(Peek::read(br#"{"error":null}"#).error.is_none());
+        assert!(Peek::read(b"[DONE]").id.is_none());
+        assert!(Peek::read(br#"{"choices":[],"usage":null}"#).has_no_choices());
+    }
+
+    #[test]
+    fn escaped_strings_are_read_too() {
+        let p = Peek::read(br#"{"id":"a\"b"}"#);
+        assert_eq!(p.id.as_deref(), Some("a\"b"));
+    }
+}

@@ -1,0 +1,387 @@
+//! `Gateway`: the request's whole path in one place —
+//! request id → endpoint → auth → body limit → parse → route → key policy → dispatch → relay.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tollgate_core::{ClientRequest, Endpoint, Env, GatewayError, Peek, Problem, Registry};
+
+use crate::body::Body;
+use crate::dispatch::{dispatch, AnswerBody, Dispatched};
+use crate::outcome::Outcome;
+use crate::relay::{Pending, Relay};
+use crate::runtime::{Live, Runtime};
+use crate::{catalogue, request_id};
+
+/// The gateway: its live runtime and what it needs to rebuild one.
+pub struct Gateway {
+    live: Live,
+    registry: Registry,
+    env: Env,
+}
+
+impl Gateway {
+    pub fn new(runtime: Runtime, registry: Registry, env: Env) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            live: Live::new(runtime),
+            registry,
+            env,
+        })
+    }
+
+    /// The runtime serving now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.live.load()
+    }
+
+    /// Builds a runtime from `config` (reusing unchanged backends) and swaps it in. On
+    /// failure the running configuration stays and the problems are returned.
+    pub fn reload(&self, config: tollgate_core::Config) -> Result<(), Vec<Problem>> {
+        let current = self.live.load();
+        let next = Runtime::build(config, &self.registry, &self.env, Some(&current))?;
+        self.live.store(next);
+        Ok(())
+    }
+
+    /// Answers one HTTP request. Never fails: every error becomes an OpenAI-shaped response.
+    pub async fn handle<B>(&self, req: http::Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let request_id = request_id::from_headers(req.headers());
+        let mut resp = match self.route(req, &request_id).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(request_id::HEADER, v);
+        }
+        resp
+    }
+
+    async fn route<B>(
+        &self,
+        req: http::Request<B>,
+        request_id: &str,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path();
+        // Clients configured with a base URL without `/v1` call the same endpoints.
+        let api_path = path
+            .strip_prefix("/v1")
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or(path);
+        let method = req.method().clone();
+        match api_path {
+            "/health/live" | "/health/ready" if path.starts_with("/health") => {
+                require(&method, Method::GET, path, "GET")?;
+                Ok(if api_path == "/health/live" {
+                    json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+                } else {
+                    catalogue::readiness(&self.runtime())
+                })
+            }
+            "/chat/completions" => {
+                require(&method, Method::POST, path, "POST")?;
+                Ok(self.proxy(Endpoint::ChatCompletions, req, request_id).await)
+            }
+            "/completions" => {
+                require(&method, Method::POST, path, "POST")?;
+                Ok(self.proxy(Endpoint::Completions, req, request_id).await)
+            }
+            "/embeddings" => {
+                require(&method, Method::POST, path, "POST")?;
+                Ok(self.proxy(Endpoint::Embeddings, req, request_id).await)
+            }
+            "/models" => {
+                require(&method, Method::GET, path, "GET")?;
+                catalogue::list(&self.runtime(), req.headers(), None).await
+            }
+            p if p.starts_with("/models/") && p.len() > "/models/".len() => {
+                require(&method, Method::GET, path, "GET")?;
+                let id = percent_decode(&p["/models/".len()..]);
+                catalogue::list(&self.runtime(), req.headers(), Some(&id)).await
+            }
+            _ => Err(GatewayError::NotFound(format!("no endpoint at {path}"))),
+        }
+    }
+
+    /// The routed endpoints: authenticate, parse, route, dispatch, and answer whole or
+    /// as a relayed stream.
+    async fn proxy<B>(
+        &self,
+        endpoint: Endpoint,
+        req: http::Request<B>,
+        request_id: &str,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        // One snapshot for the whole request, however long its stream runs.
+        let runtime = self.runtime();
+        let mut outcome = Outcome::new(request_id.to_owned(), None, endpoint, false);
+
+        let key = match runtime.keys.authenticate(req.headers()) {
+            Ok(key) => key,
+            Err(e) => return refuse(outcome, e),
+        };
+        outcome.key = key.as_ref().map(|k| k.name.clone());
+        let bytes = match read_body(req, runtime.max_body_bytes).await {
+            Ok(b) => b,
+            Err(e) => return refuse(outcome, e),
+        };
+        let request = match ClientRequest::parse(endpoint, &bytes) {
+            Ok(r) => r,
+            Err(e) => return refuse(outcome, e),
+        };
+        drop(bytes);
+        let stream = request.stream && endpoint != Endpoint::Embeddings;
+        outcome.stream = stream;
+        let targets = match runtime.router.resolve(&request.model) {
+            Ok(t) => t,
+            Err(e) => return refuse(outcome, e),
+        };
+        let targets = match &key {
+            Some(key) => match key.filter(targets, &request.model) {
+                Ok(t) => t,
+                Err(e) => return refuse(outcome, e),
+            },
+            None => targets,
+        };
+
+        let settings = runtime.relay;
+        let requested_model = request.model.clone();
+        let mut pending: Pending = Box::pin(dispatch(
+            runtime.clone(),
+            targets,
+            request,
+            request_id.to_owned(),
+        ));
+        if !stream {
+            return match tokio::time::timeout(settings.request_timeout, pending).await {
+                Ok(dispatched) => answer_whole(outcome, dispatched),
+                Err(_) => refuse(
+                    outcome,
+                    GatewayError::UpstreamTimeout(format!(
+                        "the request exceeded server.request_timeout ({}s)",
+                        settings.request_timeout.as_secs()
+                    )),
+                ),
+            };
+        }
+        // Hold the status line until the first event, but no longer than one keepalive
+        // interval: a quick upstream error keeps its real status, a slow upstream gets a 200
+        // and keepalives.
+        let wait = settings.keepalive_interval.min(settings.request_timeout);
+        match tokio::time::timeout(wait, &mut pending).await {
+            Ok(dispatched) => {
+                outcome.target = dispatched.target;
+                outcome.attempts = dispatched.attempts;
+                match dispatched.result {
+                    Ok(answer) => match answer.body {
+                        AnswerBody::Stream { first, rest } => {
+                            outcome.status = 200;
+                            let headers = tollgate_headers(answer.headers, &outcome);
+                            let relay =
+                                Relay::streaming(first, rest, settings, requested_model, outcome);
+                            sse_response(headers, relay)
+                        }
+                        // The upstream ignored `stream`: pass its whole answer on.
+                        AnswerBody::Complete(bytes) => {
+                            let d = Dispatched {
+                                result: Ok(crate::dispatch::Answer {
+                                    headers: answer.headers,
+                                    body: AnswerBody::Complete(bytes),
+                                }),
+                                target: outcome.target.take(),
+                                attempts: outcome.attempts,
+                            };
+                            answer_whole(outcome, d)
+                        }
+                    },
+                    Err(e) => refuse(outcome, e),
+                }
+            }
+            Err(_) => {
+                outcome.status = 200;
+                let relay = Relay::waiting(pending, settings, requested_model, outcome);
+                sse_response(HeaderMap::new(), relay)
+            }
+        }
+    }
+}
+
+/// Answers with a whole body from dispatch.
+fn answer_whole(mut outcome: Outcome, dispatched: Dispatched) -> Response<Body> {
+    outcome.target = dispatched.target;
+    outcome.attempts = dispatched.attempts;
+    match dispatched.result {
+        Ok(answer) => match answer.body {
+            AnswerBody::Complete(bytes) => {
+                outcome.usage = Peek::read(&bytes).usage;
+                outcome.status = 200;
+                outcome.completed = true;
+                let headers = tollgate_headers(answer.headers, &outcome);
+                let mut resp = json_response(StatusCode::OK, bytes);
+                resp.headers_mut().extend(headers);
+                resp
+            }
+            AnswerBody::Stream { .. } => refuse(
+                outcome,
+                GatewayError::UpstreamFailed(
+                    "the backend streamed an answer that was asked for whole".into(),
+                ),
+            ),
+        },
+        Err(e) => refuse(outcome, e),
+    }
+}
+
+/// Adds `x-tollgate-backend` and `x-tollgate-attempts` to the upstream's passed headers.
+fn tollgate_headers(mut headers: HeaderMap, outcome: &Outcome) -> HeaderMap {
+    if let Some(v) = outcome
+        .backend()
+        .and_then(|b| HeaderValue::from_str(b).ok())
+    {
+        headers.insert(HeaderName::from_static("x-tollgate-backend"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-tollgate-attempts"),
+        HeaderValue::from(outcome.attempts),
+    );
+    headers
+}
+
+/// Ends a request with an error, noting it in the request's log line.
+fn refuse(mut outcome: Outcome, error: GatewayError) -> Response<Body> {
+    outcome.status = error.status().as_u16();
+    outcome.error = Some(error.code());
+    outcome.completed = true;
+    let mut resp = error_response(&error);
+    if outcome.attempts > 0 {
+        let headers = tollgate_headers(HeaderMap::new(), &outcome);
+        resp.headers_mut().extend(headers);
+    }
+    resp
+}
+
+fn require(
+    method: &Method,
+    wanted: Method,
+    path: &str,
+    allow: &'static str,
+) -> Result<(), GatewayError> {
+    if *method == wanted {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_owned(),
+            allow,
+        })
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes with 413 — from
+/// `content-length` before reading, or while reading a chunked body.
+async fn read_body<B>(req: http::Request<B>, limit: u64) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::RequestTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::RequestTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn sse_response(headers: HeaderMap, relay: Relay) -> Response<Body> {
+    let mut resp = Response::new(Body::Relay(Box::new(relay)));
+    let h = resp.headers_mut();
+    h.extend(headers);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx (and proxies that copy it) not to buffer the stream.
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    resp
+}
+
+/// The OpenAI-shaped error response, with `retry-after` and `allow` where they apply.
+pub fn error_response(error: &GatewayError) -> Response<Body> {
+    let mut resp = json_response(error.status(), error.body());
+    if let Some(wait) = error.retry_after() {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let GatewayError::MethodNotAllowed { allow, .. } = error {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+/// Decodes `%XX` escapes in a path segment (model ids may arrive with `/` or `:` escaped).
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("nvidia%3Ameta%2Fllama"), "nvidia:meta/llama");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}

@@ -1,0 +1,110 @@
+//! `GET /v1/models` (every backend's catalogue as `backend:model`, plus route names) and
+//! `GET /health/ready` (whether any backend can take requests).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{HeaderMap, Response, StatusCode};
+use serde_json::json;
+use tollgate_core::GatewayError;
+
+use crate::app::json_response;
+use crate::body::Body;
+use crate::runtime::Runtime;
+
+/// Longest wait for one backend's catalogue; a slow backend is left out, not waited for.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The model list, or one model when `only` is given (404 when it is not listed).
+pub async fn list(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    only: Option<&str>,
+) -> Result<Response<Body>, GatewayError> {
+    let key = runtime.keys.authenticate(headers)?;
+    let permitted = |backend: &str, model: &str| {
+        runtime.router.backend_permits(backend, model)
+            && key.as_ref().is_none_or(|k| k.permits(backend, model))
+    };
+    let lists = join_all(runtime.backends.iter().map(|(name, backend)| async move {
+        let wait = LIST_TIMEOUT.min(Duration::from_secs(backend.config.timeout));
+        (
+            name,
+            tokio::time::timeout(wait, backend.connector.list_models()).await,
+        )
+    }))
+    .await;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for (name, listed) in lists {
+        match listed {
+            Ok(Ok(models)) => entries.extend(
+                models
+                    .into_iter()
+                    .filter(|m| permitted(name, m))
+                    .map(|m| (format!("{name}:{m}"), name.to_string())),
+            ),
+            Ok(Err(e)) => tracing::warn!(backend = %name, error = %e, "listing models failed"),
+            Err(_) => tracing::warn!(backend = %name, "listing models timed out"),
+        }
+    }
+    for route in runtime.router.route_names() {
+        let usable = runtime
+            .router
+            .resolve(route)
+            .is_ok_and(|targets| targets.iter().any(|t| permitted(&t.backend, &t.model)));
+        if usable {
+            entries.push((route.to_owned(), "tollgate".to_owned()));
+        }
+    }
+    entries.sort();
+    entries.dedup();
+    let entry = |(id, owner): &(String, String)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
+    let body = match only {
+        None => json!({"object": "list", "data": entries.iter().map(entry).collect::<Vec<_>>()}),
+        Some(id) => match entries.iter().find(|(e, _)| e == id) {
+            Some(found) => entry(found),
+            None => {
+                return Err(GatewayError::ModelNotFound(format!(
+                    "model `{id}` is not listed by any backend"
+                )))
+            }
+        },
+    };
+    Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+}
+
+/// 200 when at least one backend is usable; 503 otherwise, with a reason per backend.
+pub fn readiness(runtime: &Runtime) -> Response<Body> {
+    let mut backends = serde_json::Map::new();
+    let mut usable = 0;
+    let mut names: Vec<_> = runtime.backends.keys().collect();
+    names.sort();
+    for name in names {
+        let state = match runtime.backends[name].connector.unusable_reason() {
+            None => {
+                usable += 1;
+                json!({"status": "ok"})
+            }
+            Some(reason) => json!({"status": "unavailable", "reason": reason}),
+        };
+        backends.insert(name.to_string(), state);
+    }
+    let (status, body) = if usable > 0 {
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "backends": backends}),
+        )
+    } else {
+        let reason = if backends.is_empty() {
+            "no backends are configured"
+        } else {
+            "no backend is usable"
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": reason, "backends": backends}),
+        )
+    };
+    json_response(status, Bytes::from(body.to_string()))
+}

@@ -1,0 +1,136 @@
+//! `Runtime`: everything a request needs, built from one configuration — router, connectors,
+//! keys, relay settings. It is built completely (and may fail) off the request path, then
+//! published with one atomic swap; a request loads it once and keeps it to its end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tollgate_core::config::{BackendConfig, KeepaliveFormat};
+use tollgate_core::{Config, Connector, Env, Problem, Registry, Router};
+
+use crate::auth::Keys;
+
+/// One backend instance of a runtime.
+pub struct Backend {
+    /// The configuration it was built from; an unchanged backend is carried over on reload,
+    /// keeping its connection pool.
+    pub config: BackendConfig,
+    pub connector: Arc<dyn Connector>,
+}
+
+/// Relay settings from `failure_handling` and `server`.
+#[derive(Debug, Clone, Copy)]
+pub struct RelaySettings {
+    pub keepalive_interval: Duration,
+    pub keepalive_format: KeepaliveFormat,
+    pub request_timeout: Duration,
+}
+
+/// A complete, validated gateway configuration, ready to serve.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    /// Backends by instance name.
+    pub backends: HashMap<Arc<str>, Backend>,
+    pub keys: Keys,
+    pub relay: RelaySettings,
+    pub max_body_bytes: u64,
+}
+
+impl Runtime {
+    /// Builds a runtime, reusing the connectors of `previous` whose configuration did not
+    /// change. Every problem found is returned, not only the first.
+    pub fn build(
+        config: Config,
+        registry: &Registry,
+        env: &Env,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, Vec<Problem>> {
+        let kinds = registry.kinds();
+        let mut problems = config.validate(&kinds);
+        let mut backends = HashMap::new();
+        for (name, backend_config) in &config.backends {
+            if !backend_config
+                .kind(name, &kinds)
+                .is_some_and(|k| kinds.contains(&k))
+            {
+                continue; // `validate` reported the missing or unknown type.
+            }
+            let reused = previous
+                .and_then(|p| p.backends.get(name.as_str()))
+                .filter(|old| old.config == *backend_config)
+                .map(|old| old.connector.clone());
+            let connector = match reused {
+                Some(c) => c,
+                None => match registry.build(name, backend_config, env) {
+                    Ok(c) => c,
+                    Err(found) => {
+                        problems.extend(found);
+                        continue;
+                    }
+                },
+            };
+            backends.insert(
+                Arc::from(name.as_str()),
+                Backend {
+                    config: backend_config.clone(),
+                    connector,
+                },
+            );
+        }
+        let keys = match Keys::build(&config.auth.keys, env) {
+            Ok(keys) => keys,
+            Err(found) => {
+                problems.extend(found);
+                Keys::default()
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Runtime {
+            router: Router::new(&config),
+            backends,
+            keys,
+            relay: RelaySettings {
+                keepalive_interval: Duration::from_secs(config.failure_handling.keepalive_interval),
+                keepalive_format: config.failure_handling.keepalive_format,
+                request_timeout: Duration::from_secs(config.server.request_timeout),
+            },
+            max_body_bytes: config.server.max_body_bytes,
+            config: Arc::new(config),
+        })
+    }
+}
+
+impl Runtime {
+    /// Whether client keys are required.
+    pub fn keys_enabled(&self) -> bool {
+        self.keys.enabled()
+    }
+}
+
+/// The runtime currently serving, swapped whole on reload.
+pub struct Live {
+    current: ArcSwap<Runtime>,
+}
+
+impl Live {
+    pub fn new(runtime: Runtime) -> Self {
+        Live {
+            current: ArcSwap::from_pointee(runtime),
+        }
+    }
+
+    /// The snapshot a request keeps to its end.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new runtime; requests already running keep the one they loaded.
+    pub fn store(&self, runtime: Runtime) {
+        self.current.store(Arc::new(runtime));
+    }
+}

@@ -1,0 +1,91 @@
+//! Starting a gateway for a test.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tollgate_core::{Config, Env, Registry};
+use tollgate_server::{Gateway, Runtime};
+use tollgate_testkit::client::Collected;
+
+/// Upstream key used by tests; asserted never to reach a client.
+pub const UPSTREAM_KEY: &str = "sk-upstream-SECRET-0123456789";
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    tollgate_mock::register(&mut r);
+    tollgate_openai::register(&mut r);
+    r
+}
+
+pub async fn start(yaml: &str) -> TestGateway {
+    start_with_env(yaml, HashMap::new()).await
+}
+
+pub async fn start_with_env(yaml: &str, vars: HashMap<String, String>) -> TestGateway {
+    let config: Config = serde_yaml::from_str(yaml).expect("test config parses");
+    let env = Env::from_map(vars);
+    let registry = registry();
+    let runtime = match Runtime::build(config, &registry, &env, None) {
+        Ok(r) => r,
+        Err(problems) => panic!("test config invalid: {problems:?}"),
+    };
+    let gateway = Gateway::new(runtime, registry, env);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(tollgate_server::serve(
+        listener,
+        gateway.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    TestGateway {
+        addr,
+        gateway,
+        stop: Some(stop),
+    }
+}
+
+/// A config with one `openai` backend named `up` at `url`, with the test upstream key.
+pub fn openai_backend(url: &str) -> String {
+    format!("backends:\n  up:\n    type: openai\n    api_url: {url}\n    api_key: {UPSTREAM_KEY}\n")
+}
+
+/// Fails when the upstream key appears in any response header or in the body.
+pub fn assert_no_upstream_key(resp: &Collected) {
+    for (name, value) in &resp.headers {
+        let v = String::from_utf8_lossy(value.as_bytes());
+        assert!(
+            !v.contains(UPSTREAM_KEY) && !v.contains("SECRET"),
+            "header {name} leaks the key"
+        );
+    }
+    assert!(
+        !resp.text().contains("SECRET"),
+        "body leaks the key: {}",
+        resp.text()
+    );
+}
+
+pub const CHAT: &str = "/v1/chat/completions";

@@ -1,0 +1,9 @@
+//! The `tollgate` binary: command line, configuration loading, logging, and serving.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}
