@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tollgate_core::{Config, Env, Registry};
+use tollgate_core::{Config, Env};
 use tollgate_server::{Gateway, Runtime};
 
 #[derive(Debug, Parser)]
@@ -25,14 +25,6 @@ struct Cli {
     /// Port to listen on.
     #[arg(long, global = true)]
     port: Option<u16>,
-}
-
-/// Every registered connector type.
-pub fn registry() -> Registry {
-    let mut registry = Registry::new();
-    tollgate_mock::register(&mut registry);
-    tollgate_openai::register(&mut registry);
-    registry
 }
 
 pub fn main() -> ExitCode {
@@ -94,7 +86,7 @@ async fn serve(config: Config) -> ExitCode {
     let grace = Duration::from_secs(config.server.shutdown_grace);
     let open = config.auth.keys.is_empty();
     let env = Env::process();
-    let registry = registry();
+    let registry = crate::connectors::registry();
     let runtime = match Runtime::build(config, &registry, &env, None) {
         Ok(r) => r,
         Err(problems) => {

@@ -1,6 +1,7 @@
 //! The `tollgate` binary: command line, configuration loading, logging, and serving.
 
 mod cli;
+mod connectors;
 
 use std::process::ExitCode;
 
