@@ -1,7 +1,9 @@
-//! The `tollgate` binary: command line, configuration loading, logging, and serving.
+//! The `tollgate` binary: command line, layered configuration, hot reload, serving.
 
 mod cli;
 mod connectors;
+mod load;
+mod reload;
 
 use std::process::ExitCode;
 

@@ -149,8 +149,14 @@ pub struct BackendConfig {
     /// Empty: all.
     pub allowed_models: Vec<String>,
     pub denied_models: Vec<String>,
-    /// Extra outbound headers.
+    /// Extra outbound headers. Values of credential-like headers print as `***`.
+    #[serde(serialize_with = "redact_headers")]
     pub headers: BTreeMap<String, String>,
+    /// A first-use `GET {api_url}/models` in the background, its failure shown by
+    /// `/health/ready`. Unset: the connector type's default (on for `nvidia`, off for the
+    /// rest, whose `/models` is either public or costly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<serde_json::Value>,
     /// Connector-specific keys.
@@ -170,6 +176,7 @@ impl Default for BackendConfig {
             allowed_models: Vec::new(),
             denied_models: Vec::new(),
             headers: BTreeMap::new(),
+            health_check: None,
             limits: None,
             options: BTreeMap::new(),
         }
@@ -185,6 +192,39 @@ impl BackendConfig {
             None => None,
         }
     }
+}
+
+/// Whether a header name looks like it carries a credential.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "api-key",
+        "api_key",
+        "apikey",
+        "token",
+        "secret",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+fn redact_headers<S: serde::Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for (name, value) in headers {
+        let shown = if is_secret_header(name) {
+            "***"
+        } else {
+            value.as_str()
+        };
+        map.serialize_entry(name, shown)?;
+    }
+    map.end()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -458,6 +498,22 @@ mod tests {
             Some("nvapi-1")
         );
         assert_eq!(c.backends["local"].options["reply"], "hi");
+        assert!(c.validate(TYPES).is_empty());
+    }
+
+    #[test]
+    fn health_check_is_a_backend_key_not_an_option() {
+        let c = parse("backends:\n  nvidia: { health_check: false }\n  local: { type: nvidia }\n");
+        assert_eq!(c.backends["nvidia"].health_check, Some(false));
+        assert!(!c.backends["nvidia"].options.contains_key("health_check"));
+        assert_eq!(
+            c.backends["local"].health_check, None,
+            "unset: the type decides"
+        );
+        assert_eq!(BackendConfig::default().health_check, None);
+        assert!(
+            serde_yaml::from_str::<Config>("backends:\n  nvidia: { health_check: 3 }\n").is_err()
+        );
         assert!(c.validate(TYPES).is_empty());
     }
 

@@ -7,6 +7,7 @@ pub mod connector;
 pub mod env;
 pub mod error;
 pub mod json;
+pub mod keys;
 pub mod pattern;
 pub mod registry;
 pub mod request;

@@ -37,12 +37,23 @@ impl Gateway {
         self.live.load()
     }
 
-    /// Builds a runtime from `config` (reusing unchanged backends) and swaps it in. On
-    /// failure the running configuration stays and the problems are returned.
-    pub fn reload(&self, config: tollgate_core::Config) -> Result<(), Vec<Problem>> {
+    /// The fallible half of a reload: builds and checks a runtime for `config`, reusing the
+    /// connectors (and connection pools) of unchanged backends. Nothing changes yet.
+    pub fn prepare(&self, config: tollgate_core::Config) -> Result<Runtime, Vec<Problem>> {
         let current = self.live.load();
-        let next = Runtime::build(config, &self.registry, &self.env, Some(&current))?;
-        self.live.store(next);
+        Runtime::build(config, &self.registry, &self.env, Some(&current))
+    }
+
+    /// The infallible half: new requests use `runtime`; requests already running finish on
+    /// the snapshot they started with.
+    pub fn swap(&self, runtime: Runtime) {
+        self.live.store(runtime);
+    }
+
+    /// `prepare` then `swap`; on failure the running configuration stays.
+    pub fn reload(&self, config: tollgate_core::Config) -> Result<(), Vec<Problem>> {
+        let next = self.prepare(config)?;
+        self.swap(next);
         Ok(())
     }
 

@@ -110,6 +110,13 @@ impl Runtime {
     pub fn keys_enabled(&self) -> bool {
         self.keys.enabled()
     }
+
+    /// The same runtime with no client keys (`PROXY_API_KEY` included), for local
+    /// commands run by the operator (`tollgate chat`, `tollgate models`).
+    pub fn without_client_keys(mut self) -> Self {
+        self.keys = Keys::default();
+        self
+    }
 }
 
 /// The runtime currently serving, swapped whole on reload.
