@@ -200,6 +200,8 @@ struct Shared {
     default: Mutex<Answer>,
     received: Mutex<Vec<Recorded>>,
     models: Mutex<Vec<String>>,
+    /// When set, answers `GET …/models` instead of the list.
+    models_answer: Mutex<Option<Answer>>,
     gate: Option<Gate>,
     accepted: AtomicUsize,
     closed: AtomicUsize,
@@ -237,6 +239,7 @@ impl FakeUpstream {
             default: Mutex::new(Answer::chat("Hello from the fake upstream.")),
             received: Mutex::new(Vec::new()),
             models: Mutex::new(options.models.clone()),
+            models_answer: Mutex::new(None),
             gate: options.gate.clone(),
             accepted: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
@@ -299,6 +302,19 @@ impl FakeUpstream {
     /// Replaces the `GET /models` catalogue.
     pub fn set_models(&self, models: &[&str]) {
         *lock(&self.shared.models) = models.iter().map(|m| m.to_string()).collect();
+    }
+
+    /// Makes `GET /models` answer `answer` (an error, a delay …); `None` restores the list.
+    pub fn set_models_answer(&self, answer: Option<Answer>) {
+        *lock(&self.shared.models_answer) = answer;
+    }
+
+    /// `GET …/models` requests received so far.
+    pub fn model_lists(&self) -> usize {
+        lock(&self.shared.received)
+            .iter()
+            .filter(|r| r.method == Method::GET && r.path.ends_with("/models"))
+            .count()
     }
 
     /// Every request received so far.
@@ -381,6 +397,10 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBod
     shared.changed.notify_waiters();
 
     if parts.method == Method::GET && parts.uri.path().ends_with("/models") {
+        let scripted = lock(&shared.models_answer).clone();
+        if let Some(answer) = scripted {
+            return respond(answer).await;
+        }
         let data: Vec<serde_json::Value> = lock(&shared.models)
             .iter()
             .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "fake"}))
@@ -501,3 +521,4 @@ mod tests {
 }
 
 pub mod client;
+pub mod nim;
