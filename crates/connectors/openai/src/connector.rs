@@ -5,23 +5,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt, Full, Limited};
 use tollgate_core::{
     BuildContext, Connector, Endpoint, GatewayError, JsonObject, Problem, Reply, ReplyBody,
     Request, Secret, SseEvent,
 };
 
-use crate::client::{build_client, HttpClient, Protocol};
-use crate::errors::{describe_transport_error, upstream_error};
+use crate::client::{build_client, Protocol};
+use crate::discovery::{Catalogue, Health};
+use crate::errors::upstream_error;
 use crate::events::event_stream;
+use crate::upstream::Upstream;
 
 /// Largest non-streaming upstream body tollgate holds (embeddings of big batches included).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-/// How long a discovered catalogue is reused before `GET /models` is asked again.
-const CATALOGUE_TTL: Duration = Duration::from_secs(300);
+
+/// `models_refresh` when the config gives none: seconds a discovered catalogue is reused.
+pub const DEFAULT_MODELS_REFRESH: u64 = 300;
 
 /// Upstream response headers a client may see. Everything else (cookies, server identity,
 /// anything naming the upstream account) stays behind.
@@ -42,6 +43,24 @@ pub struct Settings {
     /// The variable the key falls back to when the config has none.
     pub key_var: &'static str,
     pub protocol: Protocol,
+    /// Whether the first-use health check runs when the backend's `health_check` is unset.
+    pub health_check: bool,
+}
+
+/// Options every OpenAI-compatible type accepts. Each type's own options struct carries these
+/// fields (serde cannot flatten into a struct that denies unknown fields) and hands them here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommonOptions {
+    /// Seconds a discovered model list is reused before `GET /models` is asked again.
+    pub models_refresh: u64,
+}
+
+impl Default for CommonOptions {
+    fn default() -> Self {
+        CommonOptions {
+            models_refresh: DEFAULT_MODELS_REFRESH,
+        }
+    }
 }
 
 /// The differences of one backend type from plain OpenAI. Every method has the OpenAI
@@ -67,26 +86,14 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {}
 
-/// A discovered model list and when it was fetched.
-struct Catalogue {
-    fetched: Instant,
-    models: Vec<String>,
-}
-
 /// A backend that speaks the OpenAI API.
 pub struct OpenAiCompatible {
-    name: Arc<str>,
-    /// `api_url` without a trailing `/`.
-    base: String,
-    /// Kept to scrub it from upstream error bodies; never logged or returned.
-    key: Option<Secret>,
-    /// Headers sent with every request: `Authorization` (marked sensitive) and config headers.
-    headers: HeaderMap,
-    client: HttpClient,
-    /// Bound on waiting for response headers, and for a whole non-streaming body.
-    timeout: Duration,
+    /// Shared with the background health check.
+    upstream: Arc<Upstream>,
+    /// The config's `models`: when set, the catalogue, and discovery is not asked.
     static_models: Vec<String>,
-    catalogue: tokio::sync::Mutex<Option<Catalogue>>,
+    catalogue: Arc<Catalogue>,
+    health: Arc<Health>,
     hooks: Arc<dyn Hooks>,
 }
 
@@ -95,6 +102,7 @@ impl OpenAiCompatible {
     pub fn build(
         ctx: &BuildContext<'_>,
         settings: &Settings,
+        common: CommonOptions,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
@@ -108,7 +116,11 @@ impl OpenAiCompatible {
         if base.parse::<http::Uri>().is_err() {
             problems.push(ctx.problem("api_url", format!("`{base}` is not a valid URL")));
         }
+        if common.models_refresh == 0 {
+            problems.push(ctx.problem("models_refresh", "must be at least 1 second"));
+        }
         // SPEC §2: a key in the YAML beats the connector's variable, which is only a fallback.
+        // An empty `api_key: ""` therefore means "no key", even when the variable is set.
         let key = config
             .api_key
             .clone()
@@ -149,114 +161,62 @@ impl OpenAiCompatible {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(OpenAiCompatible {
+        let upstream = Upstream {
             name: Arc::from(ctx.name),
             base,
             key,
             headers,
+            // Each backend instance owns its client, hence its own connection pool.
             client: build_client(
                 settings.protocol,
                 Duration::from_secs(config.connect_timeout),
             ),
             timeout: Duration::from_secs(config.timeout),
+        };
+        Ok(OpenAiCompatible {
+            upstream: Arc::new(upstream),
             static_models: config.models.clone(),
-            catalogue: tokio::sync::Mutex::new(None),
+            catalogue: Arc::new(Catalogue::new(Duration::from_secs(common.models_refresh))),
+            health: Arc::new(Health::new(
+                config.health_check.unwrap_or(settings.health_check),
+            )),
             hooks,
         })
     }
 
     /// Whether an upstream key is configured (from the config or its variable).
     pub fn has_key(&self) -> bool {
-        self.key.is_some()
+        self.upstream.key.is_some()
     }
 
-    fn request(&self, method: Method, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
-        let mut req = http::Request::new(Full::new(body));
-        *req.method_mut() = method;
-        // `base` was checked to parse as a URI when the connector was built.
-        *req.uri_mut() = format!("{}/{}", self.base, path)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/"));
-        *req.headers_mut() = self.headers.clone();
-        req
+    /// Whether the catalogue comes from `GET /models` (no static `models`, and the type allows).
+    fn discovers(&self) -> bool {
+        self.static_models.is_empty() && self.hooks.may_discover(self.has_key())
     }
 
-    /// Sends and waits for the response headers, within `timeout`.
-    async fn exchange(
-        &self,
-        req: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
-                "backend `{}`: {}",
-                self.name,
-                describe_transport_error(&e)
-            ))),
-            Err(_) => Err(GatewayError::UpstreamTimeout(format!(
-                "backend `{}` sent no response within {}s",
-                self.name,
-                self.timeout.as_secs()
-            ))),
+    /// Starts the health check on the first request: in the background, so no request waits
+    /// for it. Its answer also seeds the catalogue when discovery is on.
+    fn start_health_check(&self) {
+        if !self.health.claim() {
+            return;
         }
-    }
-
-    /// Reads a whole body, bounded in size and by `deadline`.
-    async fn read_body(
-        &self,
-        body: hyper::body::Incoming,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<Bytes, GatewayError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
-                "backend `{}`: reading the response failed: {e}",
-                self.name
-            ))),
-            Err(_) => Err(GatewayError::UpstreamTimeout(format!(
-                "backend `{}` did not finish its response within {}s",
-                self.name,
-                self.timeout.as_secs()
-            ))),
-        }
-    }
-
-    async fn discover(&self) -> Result<Vec<String>, GatewayError> {
-        let started = Instant::now();
-        let mut req = self.request(Method::GET, "models", Bytes::new());
-        req.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let resp = self.exchange(req).await?;
-        let status = resp.status();
-        let body = self
-            .read_body(resp.into_body(), 16 * 1024 * 1024, started + self.timeout)
-            .await?;
-        if !status.is_success() {
-            return Err(upstream_error(
-                &self.name,
-                status,
-                &body,
-                self.key.as_ref(),
-                None,
-            ));
-        }
-        #[derive(serde::Deserialize)]
-        struct List {
-            data: Vec<Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            id: String,
-        }
-        let list: List = serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::UpstreamFailed(format!(
-                "backend `{}`: unreadable model list: {e}",
-                self.name
-            ))
-        })?;
-        Ok(list.data.into_iter().map(|e| e.id).collect())
+        let upstream = self.upstream.clone();
+        let health = self.health.clone();
+        let catalogue = self.discovers().then(|| self.catalogue.clone());
+        tokio::spawn(async move {
+            match upstream.fetch_models().await {
+                Ok(models) => {
+                    health.passed();
+                    if let Some(catalogue) = catalogue {
+                        catalogue.offer(models).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %upstream.name, error = %e, "health check failed");
+                    health.failed(&e);
+                }
+            }
+        });
     }
 }
 
@@ -299,8 +259,10 @@ impl Connector for OpenAiCompatible {
         } = request;
         body.insert("model", &model);
         self.hooks.prepare_body(endpoint, &mut body);
+        self.start_health_check();
 
-        let mut req = self.request(Method::POST, endpoint.path(), body.to_bytes());
+        let upstream = &self.upstream;
+        let mut req = upstream.request(Method::POST, endpoint.path(), body.to_bytes());
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(
@@ -315,24 +277,26 @@ impl Connector for OpenAiCompatible {
             h.insert(HeaderName::from_static("x-request-id"), id);
         }
 
-        let resp = self.exchange(req).await?;
+        let resp = upstream.exchange(req).await?;
         let status = resp.status();
         let headers = passed_headers(resp.headers());
         if !status.is_success() {
             let wait = retry_after(resp.headers());
             // Error bodies are small; a huge one is cut, not held.
-            let body = self
-                .read_body(resp.into_body(), 64 * 1024, started + self.timeout)
+            let body = upstream
+                .read_body(resp.into_body(), 64 * 1024, started + upstream.timeout)
                 .await
                 .unwrap_or_default();
             return Err(upstream_error(
-                &self.name,
+                &upstream.name,
                 status,
                 &body,
-                self.key.as_ref(),
+                upstream.key.as_ref(),
                 wait,
             ));
         }
+        // The upstream answers: whatever the health check found no longer holds.
+        self.health.passed();
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -343,13 +307,18 @@ impl Connector for OpenAiCompatible {
                 headers,
                 body: ReplyBody::Events(event_stream(
                     resp.into_body(),
-                    self.name.clone(),
+                    upstream.name.clone(),
+                    upstream.key.clone(),
                     self.hooks.clone(),
                 )),
             });
         }
-        let body = self
-            .read_body(resp.into_body(), MAX_RESPONSE_BYTES, started + self.timeout)
+        let body = upstream
+            .read_body(
+                resp.into_body(),
+                MAX_RESPONSE_BYTES,
+                started + upstream.timeout,
+            )
             .await?;
         Ok(Reply {
             headers,
@@ -358,32 +327,16 @@ impl Connector for OpenAiCompatible {
     }
 
     async fn list_models(&self) -> Result<Vec<String>, GatewayError> {
-        if !self.static_models.is_empty() || !self.hooks.may_discover(self.has_key()) {
+        if !self.discovers() {
             return Ok(self.static_models.clone());
         }
-        let mut cached = self.catalogue.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if c.fetched.elapsed() < CATALOGUE_TTL {
-                return Ok(c.models.clone());
-            }
-        }
-        match self.discover().await {
-            Ok(models) => {
-                *cached = Some(Catalogue {
-                    fetched: Instant::now(),
-                    models: models.clone(),
-                });
-                Ok(models)
-            }
-            Err(e) => {
-                tracing::warn!(backend = %self.name, error = %e, "model discovery failed");
-                // A stale list beats none; discovery failing is never fatal.
-                Ok(cached
-                    .as_ref()
-                    .map(|c| c.models.clone())
-                    .unwrap_or_default())
-            }
-        }
+        Ok(self.catalogue.get(&self.upstream, &self.health).await)
+    }
+
+    fn unusable_reason(&self) -> Option<String> {
+        // Reported, not enforced: requests are still sent, since the check ran once and the
+        // upstream may have recovered (the next success clears it).
+        self.health.reason()
     }
 }
 

@@ -46,6 +46,38 @@ pub fn upstream_error(
     }
 }
 
+/// Whether an event's data is an error frame: a JSON object whose top-level `error` is set.
+/// Most chunks are ruled out by one substring search, without parsing.
+pub(crate) fn is_error_frame(payload: &[u8]) -> bool {
+    memchr::memmem::find(payload, b"\"error\"").is_some()
+        && tollgate_core::Peek::read(payload).error.is_some()
+}
+
+/// An error frame that arrived before any data: the upstream refused the request after
+/// committing its 200 (OpenRouter does, once it has sent `: OPENROUTER PROCESSING`). It
+/// becomes the error it stands for, so the client sees a real status and the gateway may
+/// fall back: the status is the frame's numeric `code` when that is an HTTP error status,
+/// else 502.
+pub(crate) fn early_stream_error(
+    backend: &str,
+    payload: &[u8],
+    key: Option<&Secret>,
+) -> GatewayError {
+    let error = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|mut v| v.get_mut("error").map(serde_json::Value::take))
+        .unwrap_or(serde_json::Value::Null);
+    let status = error
+        .get("code")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = serde_json::json!({ "error": error }).to_string();
+    upstream_error(backend, status, body.as_bytes(), key, None)
+}
+
 /// The error text of non-OpenAI JSON error bodies (`{"error":"…"}`, `{"detail":…}`, …).
 fn describe_json(v: &serde_json::Value) -> Option<String> {
     for field in ["error", "detail", "message", "title"] {
@@ -172,6 +204,50 @@ mod tests {
         assert!(v["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("bad gateway")));
+    }
+
+    #[test]
+    fn error_frames_are_told_from_chunks() {
+        assert!(is_error_frame(br#"{"error":{"message":"boom"}}"#));
+        assert!(is_error_frame(
+            br#"{"id":"x","error":{"code":502,"message":"m"},"choices":[]}"#
+        ));
+        assert!(!is_error_frame(br#"{"error":null,"choices":[]}"#));
+        // The word inside content is escaped, and nested keys are not the frame's own.
+        assert!(!is_error_frame(
+            br#"{"choices":[{"delta":{"content":"an \"error\" here"}}]}"#
+        ));
+        assert!(!is_error_frame(
+            br#"{"choices":[{"delta":{"x":{"error":1}}}]}"#
+        ));
+        assert!(!is_error_frame(b"[DONE]"));
+    }
+
+    #[test]
+    fn early_error_frames_take_their_code_as_status() {
+        let e = early_stream_error(
+            "or",
+            br#"{"id":"g","error":{"code":429,"message":"Provider rate limited"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#,
+            None,
+            );
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(json_of(&e)["error"]["message"], "Provider rate limited");
+
+        let e = early_stream_error(
+            "or",
+            br#"{"error":{"code":"server_error","message":"m"}}"#,
+            None,
+        );
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let e = early_stream_error(
+            "or",
+            br#"{"error":"flat text nvapi-KEY1"}"#,
+            Some(&Secret::new("nvapi-KEY1")),
+        );
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let v = json_of(&e);
+        let msg = v["error"]["message"].as_str().expect("message");
+        assert!(msg.contains("flat text ***"), "{msg}");
     }
 
     #[test]

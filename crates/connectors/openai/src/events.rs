@@ -1,4 +1,10 @@
 //! An upstream SSE body as a stream of whole events.
+//!
+//! An error frame (`data: {"error":…}`) ends the stream: whatever follows it is dropped, because
+//! some servers still send `data: [DONE]` after one (vLLM, hence self-hosted NIM) and a client
+//! must never see a broken stream end like a complete one. An error frame before any data is
+//! not forwarded at all but returned as the error it stands for, so the gateway can still
+//! answer with a real status or fall back to the next target.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -8,20 +14,28 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use http_body::Body as _;
 use hyper::body::Incoming;
-use tollgate_core::{EventStream, GatewayError, SseEvent, SseSplitter};
+use tollgate_core::{EventStream, GatewayError, Secret, SseEvent, SseSplitter};
 
 use crate::connector::Hooks;
+use crate::errors::{early_stream_error, is_error_frame};
 
 /// Wraps an upstream body. Dropping the stream drops the body, which closes the upstream
 /// connection (an unfinished HTTP/1.1 body cannot go back to the pool).
-pub fn event_stream(body: Incoming, backend: Arc<str>, hooks: Arc<dyn Hooks>) -> EventStream {
+pub fn event_stream(
+    body: Incoming,
+    backend: Arc<str>,
+    key: Option<Secret>,
+    hooks: Arc<dyn Hooks>,
+) -> EventStream {
     Box::pin(Events {
         body,
         backend,
+        key,
         hooks,
         splitter: SseSplitter::new(),
         ready: VecDeque::new(),
         scratch: Vec::new(),
+        data_seen: false,
         ended: false,
     })
 }
@@ -29,13 +43,40 @@ pub fn event_stream(body: Incoming, backend: Arc<str>, hooks: Arc<dyn Hooks>) ->
 struct Events {
     body: Incoming,
     backend: Arc<str>,
+    /// To scrub an early error frame turned into an error body.
+    key: Option<Secret>,
     hooks: Arc<dyn Hooks>,
     splitter: SseSplitter,
     /// Whole events split from chunks already read.
     ready: VecDeque<SseEvent>,
     /// Reused output buffer for the splitter.
     scratch: Vec<SseEvent>,
+    /// Whether an event with data went out (comments do not count).
+    data_seen: bool,
     ended: bool,
+}
+
+impl Events {
+    /// Passes one event on, ending the stream at an error frame.
+    fn emit(&mut self, event: SseEvent) -> Result<SseEvent, GatewayError> {
+        let Some(payload) = event.payload() else {
+            return Ok(event);
+        };
+        if !is_error_frame(&payload) {
+            self.data_seen = true;
+            return Ok(event);
+        }
+        self.ended = true;
+        self.ready.clear();
+        if self.data_seen {
+            return Ok(event);
+        }
+        Err(early_stream_error(
+            &self.backend,
+            &payload,
+            self.key.as_ref(),
+        ))
+    }
 }
 
 impl Stream for Events {
@@ -46,7 +87,7 @@ impl Stream for Events {
         loop {
             if let Some(event) = this.ready.pop_front() {
                 match this.hooks.on_event(event) {
-                    Some(event) => return Poll::Ready(Some(Ok(event))),
+                    Some(event) => return Poll::Ready(Some(this.emit(event))),
                     None => continue,
                 }
             }

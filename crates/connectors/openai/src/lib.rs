@@ -3,15 +3,19 @@
 
 mod client;
 mod connector;
+mod discovery;
 mod errors;
 mod events;
+mod upstream;
 
 use std::sync::Arc;
 
 use tollgate_core::{BuildContext, Connector, Problem, Registry};
 
 pub use client::{build_client, HttpClient, Protocol};
-pub use connector::{Hooks, NoHooks, OpenAiCompatible, Settings};
+pub use connector::{
+    CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings, DEFAULT_MODELS_REFRESH,
+};
 pub use errors::upstream_error;
 
 /// The `openai` type's fixed settings.
@@ -20,17 +24,35 @@ pub const OPENAI: Settings = Settings {
     default_url: "https://api.openai.com/v1",
     key_var: "OPENAI_API_KEY",
     protocol: Protocol::Auto,
+    // Off unless asked for: api.openai.com's list is long, and many OpenAI-compatible
+    // servers have no `/models` at all.
+    health_check: false,
 };
 
-/// The `openai` type has no options of its own.
+/// The `openai` type's own keys: only the ones every OpenAI-compatible type shares.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
+#[serde(deny_unknown_fields, default)]
+struct OpenAiOptions {
+    models_refresh: u64,
+}
+
+impl Default for OpenAiOptions {
+    fn default() -> Self {
+        OpenAiOptions {
+            models_refresh: DEFAULT_MODELS_REFRESH,
+        }
+    }
+}
 
 /// Builds an `openai` backend.
 pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
-    ctx.options::<NoOptions>(OPENAI.kind).map_err(|p| vec![p])?;
-    let connector = OpenAiCompatible::build(ctx, &OPENAI, Arc::new(NoHooks))?;
+    let options = ctx
+        .options::<OpenAiOptions>(OPENAI.kind)
+        .map_err(|p| vec![p])?;
+    let common = CommonOptions {
+        models_refresh: options.models_refresh,
+    };
+    let connector = OpenAiCompatible::build(ctx, &OPENAI, common, Arc::new(NoHooks))?;
     Ok(Arc::new(connector))
 }
 

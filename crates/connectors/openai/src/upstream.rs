@@ -1,0 +1,145 @@
+//! `Upstream`: the HTTP side of one OpenAI-compatible backend — where it lives, the headers
+//! and key it is sent, its pooled client and timeout. Shared (behind an `Arc`) by requests,
+//! model discovery and the background health check, so all of them use one connection pool.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT};
+use http::{HeaderMap, Method};
+use http_body_util::{BodyExt, Full, Limited};
+use tollgate_core::{GatewayError, Secret};
+
+use crate::client::HttpClient;
+use crate::errors::{describe_transport_error, upstream_error};
+
+/// Largest model list read from `GET /models` (OpenRouter's runs to a few hundred kB).
+const MAX_MODELS_BYTES: usize = 16 * 1024 * 1024;
+
+pub(crate) struct Upstream {
+    /// The backend instance name, for messages.
+    pub name: Arc<str>,
+    /// `api_url` without a trailing `/`.
+    pub base: String,
+    /// Kept to scrub it from upstream error bodies; never logged or returned.
+    pub key: Option<Secret>,
+    /// Headers sent with every request: `Authorization` (marked sensitive) and config headers.
+    pub headers: HeaderMap,
+    pub client: HttpClient,
+    /// Bound on waiting for response headers, and for a whole non-streaming body.
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// A request to `{base}/{path}` with the backend's headers.
+    pub fn request(&self, method: Method, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = method;
+        // `base` was checked to parse as a URI when the connector was built.
+        *req.uri_mut() = format!("{}/{}", self.base, path)
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+
+    /// Sends and waits for the response headers, within `timeout`.
+    pub async fn exchange(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
+                "backend `{}`: {}",
+                self.name,
+                describe_transport_error(&e)
+            ))),
+            Err(_) => Err(GatewayError::UpstreamTimeout(format!(
+                "backend `{}` sent no response within {}s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// Reads a whole body, bounded in size and by `deadline`.
+    pub async fn read_body(
+        &self,
+        body: hyper::body::Incoming,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Bytes, GatewayError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
+                "backend `{}`: reading the response failed: {e}",
+                self.name
+            ))),
+            Err(_) => Err(GatewayError::UpstreamTimeout(format!(
+                "backend `{}` did not finish its response within {}s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// `GET {api_url}/models`: the model ids the upstream lists.
+    pub async fn fetch_models(&self) -> Result<Vec<String>, GatewayError> {
+        let started = Instant::now();
+        let mut req = self.request(Method::GET, "models", Bytes::new());
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = self.exchange(req).await?;
+        let status = resp.status();
+        let body = self
+            .read_body(resp.into_body(), MAX_MODELS_BYTES, started + self.timeout)
+            .await?;
+        if !status.is_success() {
+            return Err(upstream_error(
+                &self.name,
+                status,
+                &body,
+                self.key.as_ref(),
+                None,
+            ));
+        }
+        parse_model_list(&body).map_err(|e| {
+            GatewayError::UpstreamFailed(format!(
+                "backend `{}`: unreadable model list: {e}",
+                self.name
+            ))
+        })
+    }
+}
+
+/// Reads an OpenAI list (`{"data":[{"id":…},…]}`), ignoring every other field.
+fn parse_model_list(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        data: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let list: List = serde_json::from_slice(body)?;
+    Ok(list.data.into_iter().map(|e| e.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_lists_keep_ids_in_order() {
+        let body = br#"{"object":"list","data":[{"id":"meta/llama3-70b","object":"model","owned_by":"meta","root":"x"},{"id":"b"}]}"#;
+        assert_eq!(
+            parse_model_list(body).expect("parses"),
+            ["meta/llama3-70b", "b"]
+        );
+        assert!(parse_model_list(br#"{"models":[]}"#).is_err());
+    }
+}
