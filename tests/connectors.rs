@@ -359,7 +359,8 @@ async fn a_failing_nim_health_check_is_reported_but_requests_are_still_tried() {
     drop(closed);
     let gw = start(
         &format!(
-            "backends:\n  nvidia: {{ api_url: \"http://{dead}/v1\", api_key: {NIM_KEY} }}\n  mock: {{}}\n"
+            // No retries: one request is one connection attempt, so the breaker stays closed.
+            "backends:\n  nvidia: {{ api_url: \"http://{dead}/v1\", api_key: {NIM_KEY} }}\n  mock: {{}}\nfailure_handling:\n  retries: 0\n"
         ),
         &[],
     )
@@ -524,7 +525,7 @@ async fn openrouter_error_before_any_data_keeps_its_status_or_falls_back() {
     let gw = start(
         &openrouter_config(
             &up.url(),
-            "  mock: { reply: \"from the fallback\" }\nroutes:\n  smart: [\"openrouter:x\", \"mock:mock-1\"]\n",
+            "  mock: { reply: \"from the fallback\" }\nroutes:\n  smart: [\"openrouter:x\", \"mock:mock-1\"]\nfailure_handling:\n  retries: 0\n",
         ),
         OR_ENV,
     )

@@ -104,14 +104,13 @@ pub struct FailureHandling {
     /// Seconds of upstream silence before a keepalive frame (1..=60).
     pub keepalive_interval: u64,
     pub keepalive_format: KeepaliveFormat,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retries: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_silent_wait: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<serde_json::Value>,
+    /// Retries per target (after its first attempt), only before any upstream byte reached
+    /// the client.
+    pub retries: u32,
+    pub backoff: Backoff,
+    /// Seconds a stream may stay silent (keepalives aside) before it is ended with an error.
+    pub max_silent_wait: u64,
+    pub circuit_breaker: CircuitBreaker,
 }
 
 impl Default for FailureHandling {
@@ -119,10 +118,48 @@ impl Default for FailureHandling {
         FailureHandling {
             keepalive_interval: 8,
             keepalive_format: KeepaliveFormat::Comment,
-            retries: None,
-            backoff: None,
-            max_silent_wait: None,
-            circuit_breaker: None,
+            retries: 2,
+            backoff: Backoff::default(),
+            max_silent_wait: 120,
+            circuit_breaker: CircuitBreaker::default(),
+        }
+    }
+}
+
+/// Exponential backoff between retries of one target, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// The first wait, in milliseconds; each further retry doubles it.
+    pub initial_ms: u64,
+    /// The longest wait, in milliseconds; also the cap on an upstream's `retry-after`.
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: 200,
+            max_ms: 5000,
+        }
+    }
+}
+
+/// Per-backend circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Consecutive failures that open the circuit; 0 turns the breaker off.
+    pub failures: u32,
+    /// Seconds the circuit stays open before one probe request is let through.
+    pub cooldown: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            failures: 5,
+            cooldown: 30,
         }
     }
 }
@@ -311,15 +348,35 @@ impl Config {
                 ),
             );
         }
-        for (key, value) in [
-            ("retries", &fh.retries),
-            ("backoff", &fh.backoff),
-            ("max_silent_wait", &fh.max_silent_wait),
-            ("circuit_breaker", &fh.circuit_breaker),
-        ] {
-            if value.is_some() {
-                p(format!("failure_handling.{key}"), NOT_YET.into());
-            }
+        if fh.retries > 10 {
+            p(
+                "failure_handling.retries".into(),
+                format!("must be at most 10, got {}", fh.retries),
+            );
+        }
+        if fh.backoff.initial_ms == 0 {
+            p(
+                "failure_handling.backoff.initial_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if fh.backoff.max_ms < fh.backoff.initial_ms {
+            p(
+                "failure_handling.backoff.max_ms".into(),
+                format!("must be at least initial_ms ({})", fh.backoff.initial_ms),
+            );
+        }
+        if fh.max_silent_wait == 0 {
+            p(
+                "failure_handling.max_silent_wait".into(),
+                "must be at least 1 second".into(),
+            );
+        }
+        if fh.circuit_breaker.failures > 0 && fh.circuit_breaker.cooldown == 0 {
+            p(
+                "failure_handling.circuit_breaker.cooldown".into(),
+                "must be at least 1 second".into(),
+            );
         }
         if self.state.is_some() {
             p("state".into(), NOT_YET.into());
@@ -522,7 +579,7 @@ mod tests {
         let c = parse(
             r#"
 default_backend: nope
-failure_handling: { keepalive_interval: 0, retries: 3 }
+failure_handling: { keepalive_interval: 0, retries: 30 }
 backends:
   weird: {}
   x: { type: martian, timeout: 0 }

@@ -7,15 +7,17 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The top-level fields of a JSON object, in the order the client sent them.
-#[derive(Default)]
+/// The top-level fields of a JSON object, in the order the client sent them. Each value is
+/// its raw JSON text as a slice of the original body (no copy) or of bytes tollgate wrote,
+/// so cloning the object copies no value.
+#[derive(Default, Clone)]
 pub struct JsonObject {
-    fields: Vec<(String, Box<RawValue>)>,
+    fields: Vec<(String, Bytes)>,
 }
 
 impl fmt::Debug for JsonObject {
@@ -24,18 +26,6 @@ impl fmt::Debug for JsonObject {
         f.debug_set()
             .entries(self.fields.iter().map(|(k, _)| k))
             .finish()
-    }
-}
-
-impl Clone for JsonObject {
-    fn clone(&self) -> Self {
-        JsonObject {
-            fields: self
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_owned()))
-                .collect(),
-        }
     }
 }
 
@@ -48,10 +38,70 @@ pub enum JsonError {
     NotAnObject,
 }
 
+/// Borrowed top-level fields, as serde_json reads them from the body.
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<CowStr<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((key.0, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A key borrowed from the body when it has no escapes.
+struct CowStr<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = CowStr<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 impl JsonObject {
-    /// Parses a body that must be one JSON object. Later duplicates of a key win, as in
-    /// serde_json's own maps.
+    /// Parses a body that must be one JSON object. Values stay slices of `bytes`. Later
+    /// duplicates of a key win, as in serde_json's own maps.
     pub fn parse(bytes: &[u8]) -> Result<Self, JsonError> {
+        Self::parse_bytes(&Bytes::copy_from_slice(bytes))
+    }
+
+    /// Like [`JsonObject::parse`], keeping `bytes` as the storage of every value.
+    pub fn parse_bytes(bytes: &Bytes) -> Result<Self, JsonError> {
         let trimmed = bytes.trim_ascii_start();
         if !trimmed.starts_with(b"{") {
             // Distinguish "valid JSON, wrong kind" from "not JSON at all".
@@ -60,27 +110,45 @@ impl JsonObject {
                 Err(e) => Err(JsonError::Syntax(e.to_string())),
             };
         }
-        serde_json::from_slice(bytes).map_err(|e| JsonError::Syntax(e.to_string()))
+        let fields: Fields<'_> =
+            serde_json::from_slice(bytes).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let base = bytes.as_ptr() as usize;
+        let mut object = JsonObject {
+            fields: Vec::with_capacity(fields.0.len()),
+        };
+        for (key, raw) in fields.0 {
+            // `raw` borrows from `bytes`: its offset locates the same text in the shared buffer.
+            let text = raw.get();
+            let start = text.as_ptr() as usize - base;
+            object.set(&key, bytes.slice(start..start + text.len()));
+        }
+        Ok(object)
+    }
+
+    fn set(&mut self, key: &str, value: Bytes) {
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((key.to_owned(), value)),
+        }
     }
 
     /// The raw JSON text of `key`.
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let (_, raw) = self.fields.iter().find(|(k, _)| k == key)?;
+        // Values are JSON text checked by serde_json or written by `insert`: UTF-8.
+        std::str::from_utf8(raw).ok()
     }
 
     /// Whether `key` is present (even as `null`).
     pub fn contains(&self, key: &str) -> bool {
-        self.get(key).is_some()
+        self.fields.iter().any(|(k, _)| k == key)
     }
 
     /// `key` decoded as `T`; `None` when absent, `Err` when present with another type.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, String> {
-        match self.get(key) {
+        match self.fields.iter().find(|(k, _)| k == key) {
             None => Ok(None),
-            Some(raw) => serde_json::from_str(raw.get())
+            Some((_, raw)) => serde_json::from_slice(raw)
                 .map(Some)
                 .map_err(|e| e.to_string()),
         }
@@ -88,22 +156,20 @@ impl JsonObject {
 
     /// Sets `key` to a raw JSON value, replacing an existing one in place.
     pub fn insert_raw(&mut self, key: &str, value: Box<RawValue>) {
-        match self.fields.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value,
-            None => self.fields.push((key.to_owned(), value)),
-        }
+        let text: Box<str> = value.into();
+        self.set(key, Bytes::from(text.into_boxed_bytes()));
     }
 
     /// Sets `key` to `value` serialized as JSON.
     pub fn insert<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
         // Serializing plain data (strings, numbers, serde_json values) cannot fail.
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.insert_raw(key, raw);
+        if let Ok(json) = serde_json::to_vec(value) {
+            self.set(key, Bytes::from(json));
         }
     }
 
-    /// Removes `key`, returning its raw value.
-    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
+    /// Removes `key`, returning its raw JSON text.
+    pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         let at = self.fields.iter().position(|(k, _)| k == key)?;
         Some(self.fields.remove(at).1)
     }
@@ -129,51 +195,30 @@ impl JsonObject {
 
     /// Writes the object back as compact JSON.
     pub fn to_bytes(&self) -> Bytes {
-        let len: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum();
-        let mut out = Vec::with_capacity(len + 2);
-        out.push(b'{');
+        let len: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = BytesMut::with_capacity(len + 2);
+        out.extend_from_slice(b"{");
         for (i, (key, value)) in self.fields.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.extend_from_slice(b",");
             }
-            // Keys came from a JSON parse or from our own code; escaping them cannot fail.
-            let _ = serde_json::to_writer(&mut out, key);
-            out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            write_key(&mut out, key);
+            out.extend_from_slice(b":");
+            out.extend_from_slice(value);
         }
-        out.push(b'}');
-        Bytes::from(out)
+        out.extend_from_slice(b"}");
+        out.freeze()
     }
 }
 
-impl<'de> Deserialize<'de> for JsonObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = JsonObject;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonObject, A::Error> {
-                let mut object = JsonObject {
-                    fields: Vec::with_capacity(map.size_hint().unwrap_or(8)),
-                };
-                while let Some(key) = map.next_key::<String>()? {
-                    let value: Box<RawValue> = map.next_value()?;
-                    object.insert_raw(&key, value);
-                }
-                Ok(object)
-            }
-        }
-
-        deserializer.deserialize_map(ObjectVisitor)
+/// Writes `key` as a JSON string; plain keys (the usual case) are copied as they are.
+fn write_key(out: &mut BytesMut, key: &str) {
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\"");
+    } else if let Ok(quoted) = serde_json::to_vec(key) {
+        out.extend_from_slice(&quoted);
     }
 }
 
@@ -220,13 +265,19 @@ mod tests {
     }
 
     #[test]
+    fn values_share_the_body_and_keys_are_escaped() {
+        let body = Bytes::from_static(br#"{"a\"b":[1],"c":"x"}"#);
+        let obj = JsonObject::parse_bytes(&body).expect("parses");
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["a\"b", "c"]);
+        assert_eq!(&obj.to_bytes()[..], &body[..]);
+        let copy = obj.clone();
+        assert_eq!(copy.get("c"), Some("\"x\""));
+    }
+
+    #[test]
     fn edits() {
         let mut obj = JsonObject::parse(br#"{"a":1,"b":2,"a":3}"#).expect("parses");
-        assert_eq!(
-            obj.get("a").map(|v| v.get()),
-            Some("3"),
-            "last duplicate wins"
-        );
+        assert_eq!(obj.get("a"), Some("3"), "last duplicate wins");
         obj.rename("a", "c");
         obj.insert("d", "x\"y");
         obj.remove("b");

@@ -43,13 +43,17 @@ const KEY: &[(&str, Shape)] = &[
 
 const AUTH: &[(&str, Shape)] = &[("keys", Shape::List(&Shape::Fields(KEY)))];
 
+const BACKOFF: &[(&str, Shape)] = &[("initial_ms", Shape::Any), ("max_ms", Shape::Any)];
+
+const BREAKER: &[(&str, Shape)] = &[("failures", Shape::Any), ("cooldown", Shape::Any)];
+
 const FAILURE_HANDLING: &[(&str, Shape)] = &[
     ("keepalive_interval", Shape::Any),
     ("keepalive_format", Shape::Any),
     ("retries", Shape::Any),
-    ("backoff", Shape::Any),
+    ("backoff", Shape::Fields(BACKOFF)),
     ("max_silent_wait", Shape::Any),
-    ("circuit_breaker", Shape::Any),
+    ("circuit_breaker", Shape::Fields(BREAKER)),
 ];
 
 const BACKEND: &[(&str, Shape)] = &[

@@ -1,6 +1,8 @@
 //! The routed endpoints and the request a connector receives, parsed once from the client's
 //! body and validated just enough to route it.
 
+use bytes::Bytes;
+
 use crate::error::GatewayError;
 use crate::json::{JsonError, JsonObject};
 
@@ -47,7 +49,12 @@ pub struct ClientRequest {
 impl ClientRequest {
     /// Parses and validates a body for `endpoint`. Each refusal names the field at fault.
     pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Self, GatewayError> {
-        let body = JsonObject::parse(bytes).map_err(|e| match e {
+        Self::parse_shared(endpoint, &Bytes::copy_from_slice(bytes))
+    }
+
+    /// Like [`ClientRequest::parse`], with field values kept as slices of `bytes` (no copy).
+    pub fn parse_shared(endpoint: Endpoint, bytes: &Bytes) -> Result<Self, GatewayError> {
+        let body = JsonObject::parse_bytes(bytes).map_err(|e| match e {
             JsonError::Syntax(_) => GatewayError::invalid(e.to_string()),
             JsonError::NotAnObject => GatewayError::invalid(e.to_string()),
         })?;
@@ -85,7 +92,7 @@ impl ClientRequest {
                         ))
                     }
                     // Raw values carry no surrounding white space, so the first byte tells the kind.
-                    Some(raw) if !raw.get().starts_with('[') => {
+                    Some(raw) if !raw.starts_with('[') => {
                         return Err(GatewayError::invalid_field(
                             "messages",
                             "field `messages` must be an array",

@@ -149,11 +149,10 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => return refuse(outcome, e),
         };
-        let request = match ClientRequest::parse(endpoint, &bytes) {
+        let request = match ClientRequest::parse_shared(endpoint, &bytes) {
             Ok(r) => r,
             Err(e) => return refuse(outcome, e),
         };
-        drop(bytes);
         let stream = request.stream && endpoint != Endpoint::Embeddings;
         outcome.stream = stream;
         let targets = match runtime.router.resolve(&request.model) {

@@ -81,12 +81,18 @@ pub fn readiness(runtime: &Runtime) -> Response<Body> {
     let mut names: Vec<_> = runtime.backends.keys().collect();
     names.sort();
     for name in names {
-        let state = match runtime.backends[name].connector.unusable_reason() {
-            None => {
-                usable += 1;
-                json!({"status": "ok"})
+        let backend = &runtime.backends[name];
+        let state = if backend.breaker.is_open() {
+            let wait = backend.breaker.retry_in().unwrap_or_default().as_secs();
+            json!({"status": "circuit_open", "reason": format!("too many consecutive failures; next probe in {wait}s")})
+        } else {
+            match backend.connector.unusable_reason() {
+                None => {
+                    usable += 1;
+                    json!({"status": "ok"})
+                }
+                Some(reason) => json!({"status": "unavailable", "reason": reason}),
             }
-            Some(reason) => json!({"status": "unavailable", "reason": reason}),
         };
         backends.insert(name.to_string(), state);
     }

@@ -2,6 +2,7 @@
 //! of an answer reached the client. For a stream, "answers" means its first event arrived.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -10,6 +11,8 @@ use tollgate_core::{
     ClientRequest, EventStream, GatewayError, ReplyBody, Request, SseEvent, Target,
 };
 
+use crate::breaker::Permit;
+use crate::retry::{self, Verdict};
 use crate::runtime::Runtime;
 
 /// A target's successful answer.
@@ -36,7 +39,8 @@ pub struct Dispatched {
     pub attempts: u32,
 }
 
-/// Tries `targets` in order. The runtime snapshot is owned so the future can outlive the
+/// Tries `targets` in order, each up to `1 + retries` times with backoff, skipping backends
+/// whose circuit is open. The runtime snapshot is owned so the future can outlive the
 /// handler (a stream commits its 200 before the first event when the upstream is slow).
 pub async fn dispatch(
     runtime: Arc<Runtime>,
@@ -44,10 +48,10 @@ pub async fn dispatch(
     request: ClientRequest,
     request_id: String,
 ) -> Dispatched {
+    let settings = runtime.retry;
     let mut attempts = 0;
     let mut last: Option<(Target, GatewayError)> = None;
-    let count = targets.len();
-    let mut body = Some(request.body);
+    let mut open_circuits: Vec<Arc<str>> = Vec::new();
     for (i, target) in targets.into_iter().enumerate() {
         let Some(backend) = runtime.backends.get(&target.backend) else {
             // The router only yields configured backends; a miss means a bug, not a client error.
@@ -55,70 +59,113 @@ pub async fn dispatch(
             last = Some((target, e));
             continue;
         };
-        // The last target may take the body; earlier ones need a copy for their successors.
-        let this_body = if i + 1 == count {
-            body.take().unwrap_or_default()
-        } else {
-            body.as_ref().cloned().unwrap_or_default()
-        };
-        attempts += 1;
-        let upstream = Request {
-            endpoint: request.endpoint,
-            model: target.model.clone(),
-            stream: request.stream,
-            body: this_body,
-            request_id: request_id.clone(),
-        };
-        let outcome = match backend.connector.send(upstream).await {
-            Ok(reply) => match reply.body {
-                ReplyBody::Complete(bytes) => Ok(Answer {
-                    headers: reply.headers,
-                    body: AnswerBody::Complete(bytes),
-                }),
-                ReplyBody::Events(mut events) => match events.next().await {
-                    Some(Ok(first)) => Ok(Answer {
-                        headers: reply.headers,
-                        body: AnswerBody::Stream {
-                            first,
-                            rest: events,
-                        },
-                    }),
-                    Some(Err(e)) => Err(e),
-                    None => Err(GatewayError::UpstreamFailed(format!(
-                        "backend `{}` ended the stream before its first event",
-                        target.backend
-                    ))),
-                },
-            },
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(answer) => {
-                return Dispatched {
-                    result: Ok(answer),
-                    target: Some(target),
-                    attempts,
+        if i > 0 && last.is_some() {
+            tracing::info!(request_id = %request_id, backend = %target.backend, "falling back to the next target");
+        }
+        // Cloning a body copies no value: values are slices of the client's body.
+        let mut body = request.body.clone();
+        let mut budget_shrunk = false;
+        let mut retries = 0;
+        loop {
+            let permit = backend.breaker.permit();
+            if permit == Permit::Refused {
+                open_circuits.push(target.backend.clone());
+                break;
+            }
+            attempts += 1;
+            let upstream = Request {
+                endpoint: request.endpoint,
+                model: target.model.clone(),
+                stream: request.stream,
+                body: body.clone(),
+                request_id: request_id.clone(),
+            };
+            let error = match attempt(
+                backend.connector.as_ref(),
+                upstream,
+                &target,
+                settings.max_silent_wait,
+            )
+            .await
+            {
+                Ok(answer) => {
+                    backend.breaker.succeeded();
+                    return Dispatched {
+                        result: Ok(answer),
+                        target: Some(target),
+                        attempts,
+                    };
+                }
+                Err(e) => e,
+            };
+            if retry::is_backend_fault(&error) {
+                if backend.breaker.failed(permit) {
+                    tracing::warn!(backend = %target.backend, "circuit opened");
+                }
+            } else if permit == Permit::Probe {
+                // The backend answered: it is up, even if the answer was a refusal.
+                backend.breaker.succeeded();
+            }
+            tracing::warn!(
+                request_id = %request_id,
+                backend = %target.backend,
+                model = %target.model,
+                attempt = attempts,
+                status = error.status().as_u16(),
+                error = %error,
+                "attempt failed"
+            );
+            // The output budget overflowed the context: once, ask for what fits.
+            if !budget_shrunk {
+                if let Some(budget) = retry::fitting_budget(&error, &body) {
+                    budget_shrunk = true;
+                    retry::apply_budget(&mut body, budget);
+                    tracing::info!(request_id = %request_id, budget, "retrying with a smaller max_tokens");
+                    continue;
                 }
             }
-            Err(e) => {
-                tracing::warn!(
-                    request_id = %request_id,
-                    backend = %target.backend,
-                    model = %target.model,
-                    status = e.status().as_u16(),
-                    error = %e,
-                    "attempt failed"
-                );
-                let next = i + 1 < count && falls_through(&e);
-                last = Some((target, e));
-                if !next {
+            match retry::judge(&error) {
+                Verdict::Retry { after } if retries < settings.retries => {
+                    retries += 1;
+                    match retry::backoff(settings.backoff, retries, after) {
+                        Some(wait) => {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        // The upstream asked for a longer wait than we allow: next target.
+                        None => {
+                            last = Some((target, error));
+                            break;
+                        }
+                    }
+                }
+                Verdict::Retry { .. } | Verdict::NextTarget => {
+                    last = Some((target, error));
                     break;
+                }
+                Verdict::Stop => {
+                    return Dispatched {
+                        result: Err(error),
+                        target: Some(target),
+                        attempts,
+                    }
                 }
             }
         }
     }
     let (target, error) = match last {
         Some((t, e)) => (Some(t), e),
+        None if !open_circuits.is_empty() => {
+            let names: Vec<&str> = open_circuits.iter().map(|n| n.as_ref()).collect();
+            (
+                None,
+                GatewayError::BackendUnavailable(format!(
+                    "circuit open for backend{} {}: too many recent failures",
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                )),
+            )
+        }
         None => (
             None,
             GatewayError::BackendUnavailable("no target to try".into()),
@@ -131,42 +178,40 @@ pub async fn dispatch(
     }
 }
 
-/// Whether an error belongs to the target (so the next target may do better) rather than to
-/// the request (which every target would refuse).
-fn falls_through(e: &GatewayError) -> bool {
-    match e {
-        GatewayError::UpstreamFailed(_)
-        | GatewayError::UpstreamTimeout(_)
-        | GatewayError::BackendUnavailable(_)
-        | GatewayError::Internal(_) => true,
-        GatewayError::Upstream { status, .. } => {
-            matches!(status.as_u16(), 401 | 403 | 404 | 408 | 410 | 429) || status.is_server_error()
+/// One attempt on one target: its answer, and for a stream its first event, within
+/// `first_event` once the headers are in.
+async fn attempt(
+    connector: &dyn tollgate_core::Connector,
+    upstream: Request,
+    target: &Target,
+    first_event: Duration,
+) -> Result<Answer, GatewayError> {
+    let reply = connector.send(upstream).await?;
+    match reply.body {
+        ReplyBody::Complete(bytes) => Ok(Answer {
+            headers: reply.headers,
+            body: AnswerBody::Complete(bytes),
+        }),
+        ReplyBody::Events(mut events) => {
+            match tokio::time::timeout(first_event, events.next()).await {
+                Ok(Some(Ok(first))) => Ok(Answer {
+                    headers: reply.headers,
+                    body: AnswerBody::Stream {
+                        first,
+                        rest: events,
+                    },
+                }),
+                Ok(Some(Err(e))) => Err(e),
+                Ok(None) => Err(GatewayError::UpstreamFailed(format!(
+                    "backend `{}` ended the stream before its first event",
+                    target.backend
+                ))),
+                Err(_) => Err(GatewayError::UpstreamTimeout(format!(
+                    "backend `{}` sent no event within failure_handling.max_silent_wait ({}s)",
+                    target.backend,
+                    first_event.as_secs()
+                ))),
+            }
         }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::StatusCode;
-
-    fn upstream(status: u16) -> GatewayError {
-        GatewayError::Upstream {
-            status: StatusCode::from_u16(status).expect("status"),
-            body: Bytes::new(),
-            retry_after: None,
-        }
-    }
-
-    #[test]
-    fn client_errors_stop_target_errors_fall_through() {
-        for s in [400, 413, 422] {
-            assert!(!falls_through(&upstream(s)), "{s}");
-        }
-        for s in [401, 403, 404, 408, 410, 429, 500, 502, 503, 504] {
-            assert!(falls_through(&upstream(s)), "{s}");
-        }
-        assert!(falls_through(&GatewayError::UpstreamFailed("reset".into())));
     }
 }

@@ -4,11 +4,13 @@
 mod app;
 mod auth;
 mod body;
+mod breaker;
 mod catalogue;
 mod dispatch;
 mod outcome;
 mod relay;
 mod request_id;
+mod retry;
 pub mod runtime;
 
 use std::convert::Infallible;

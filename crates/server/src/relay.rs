@@ -58,6 +58,10 @@ pub struct Relay {
     last_sent: Instant,
     /// `server.request_timeout` for the whole request.
     deadline: Pin<Box<Sleep>>,
+    /// Fires `max_silent_wait` after the last upstream event; re-armed lazily from
+    /// `last_event`. Keepalives do not count: they are ours, not the upstream's.
+    silence: Pin<Box<Sleep>>,
+    last_event: Instant,
     seen: Seen,
     /// The model the client asked for, used in `chunk` keepalives until the stream names one.
     requested_model: String,
@@ -89,6 +93,8 @@ impl Relay {
             )),
             last_sent,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            silence: Box::pin(tokio::time::sleep_until(now + settings.max_silent_wait)),
+            last_event: now,
             seen: Seen::default(),
             requested_model,
             outcome,
@@ -166,6 +172,19 @@ impl Relay {
             ));
             return Poll::Ready(Some(self.fail(e, "request_timeout")));
         }
+        if matches!(self.state, State::Streaming(_)) {
+            while self.silence.as_mut().poll(cx).is_ready() {
+                let due = self.last_event + self.settings.max_silent_wait;
+                if Instant::now() >= due {
+                    let e = GatewayError::UpstreamTimeout(format!(
+                        "the backend sent nothing for failure_handling.max_silent_wait ({}s)",
+                        self.settings.max_silent_wait.as_secs()
+                    ));
+                    return Poll::Ready(Some(self.fail(e, "upstream_silent")));
+                }
+                self.silence.as_mut().reset(due);
+            }
+        }
         while self.keepalive.as_mut().poll(cx).is_ready() {
             let due = self.last_sent + self.settings.keepalive_interval;
             if Instant::now() >= due {
@@ -206,6 +225,7 @@ impl Relay {
     fn forward(&mut self, event: SseEvent) -> Frame<Bytes> {
         self.observe(&event);
         self.last_sent = Instant::now();
+        self.last_event = self.last_sent;
         Frame::data(event.into_raw())
     }
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tollgate_core::config::{BackendConfig, KeepaliveFormat};
+use tollgate_core::config::{BackendConfig, Backoff, KeepaliveFormat};
 use tollgate_core::{Config, Connector, Env, Problem, Registry, Router};
 
 use crate::auth::Keys;
+use crate::breaker::Breaker;
 
 /// One backend instance of a runtime.
 pub struct Backend {
@@ -18,6 +19,9 @@ pub struct Backend {
     /// keeping its connection pool.
     pub config: BackendConfig,
     pub connector: Arc<dyn Connector>,
+    /// Carried over with the connector on reload (same backend, same breaker settings), so
+    /// an open circuit stays open.
+    pub breaker: Arc<Breaker>,
 }
 
 /// Relay settings from `failure_handling` and `server`.
@@ -26,6 +30,18 @@ pub struct RelaySettings {
     pub keepalive_interval: Duration,
     pub keepalive_format: KeepaliveFormat,
     pub request_timeout: Duration,
+    /// A stream silent this long (keepalives aside) is ended with an error.
+    pub max_silent_wait: Duration,
+}
+
+/// Retry settings from `failure_handling`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    /// Retries per target after its first attempt.
+    pub retries: u32,
+    pub backoff: Backoff,
+    /// Bound on waiting for a stream's first event once its headers arrived.
+    pub max_silent_wait: Duration,
 }
 
 /// A complete, validated gateway configuration, ready to serve.
@@ -36,6 +52,7 @@ pub struct Runtime {
     pub backends: HashMap<Arc<str>, Backend>,
     pub keys: Keys,
     pub relay: RelaySettings,
+    pub retry: RetrySettings,
     pub max_body_bytes: u64,
 }
 
@@ -58,12 +75,12 @@ impl Runtime {
             {
                 continue; // `validate` reported the missing or unknown type.
             }
-            let reused = previous
+            let breaker_settings = config.failure_handling.circuit_breaker;
+            let old = previous
                 .and_then(|p| p.backends.get(name.as_str()))
-                .filter(|old| old.config == *backend_config)
-                .map(|old| old.connector.clone());
-            let connector = match reused {
-                Some(c) => c,
+                .filter(|old| old.config == *backend_config);
+            let connector = match old {
+                Some(old) => old.connector.clone(),
                 None => match registry.build(name, backend_config, env) {
                     Ok(c) => c,
                     Err(found) => {
@@ -72,11 +89,16 @@ impl Runtime {
                     }
                 },
             };
+            let breaker = match old {
+                Some(old) if old.breaker.settings() == breaker_settings => old.breaker.clone(),
+                _ => Arc::new(Breaker::new(breaker_settings)),
+            };
             backends.insert(
                 Arc::from(name.as_str()),
                 Backend {
                     config: backend_config.clone(),
                     connector,
+                    breaker,
                 },
             );
         }
@@ -98,6 +120,12 @@ impl Runtime {
                 keepalive_interval: Duration::from_secs(config.failure_handling.keepalive_interval),
                 keepalive_format: config.failure_handling.keepalive_format,
                 request_timeout: Duration::from_secs(config.server.request_timeout),
+                max_silent_wait: Duration::from_secs(config.failure_handling.max_silent_wait),
+            },
+            retry: RetrySettings {
+                retries: config.failure_handling.retries,
+                backoff: config.failure_handling.backoff,
+                max_silent_wait: Duration::from_secs(config.failure_handling.max_silent_wait),
             },
             max_body_bytes: config.server.max_body_bytes,
             config: Arc::new(config),

@@ -167,6 +167,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub version: Version,
+    /// When the request (headers and body) had arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -392,6 +394,7 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<FakeBod
         headers: parts.headers.clone(),
         body,
         version: parts.version,
+        at: std::time::Instant::now(),
     };
     lock(&shared.received).push(recorded.clone());
     shared.changed.notify_waiters();

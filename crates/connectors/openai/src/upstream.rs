@@ -51,6 +51,12 @@ impl Upstream {
     ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
+            // A connect timeout is a timeout too (504), not a broken exchange (502).
+            Ok(Err(e)) if is_timeout(&e) => Err(GatewayError::UpstreamTimeout(format!(
+                "backend `{}`: {}",
+                self.name,
+                describe_transport_error(&e)
+            ))),
             Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
                 "backend `{}`: {}",
                 self.name,
@@ -113,6 +119,20 @@ impl Upstream {
             ))
         })
     }
+}
+
+/// Whether a transport error was a timeout (the connector's connect timeout).
+fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Reads an OpenAI list (`{"data":[{"id":…},…]}`), ignoring every other field.

@@ -15,6 +15,8 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-SECRET-0123456789";
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The gateway itself, for tests that reload or inspect it.
+    #[allow(dead_code)]
     pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -71,6 +73,9 @@ pub async fn start_with_env(yaml: &str, vars: HashMap<String, String>) -> TestGa
 pub fn openai_backend(url: &str) -> String {
     format!("backends:\n  up:\n    type: openai\n    api_url: {url}\n    api_key: {UPSTREAM_KEY}\n")
 }
+
+/// No retries: each upstream answer reaches the client as it is.
+pub const NO_RETRIES: &str = "failure_handling:\n  retries: 0\n";
 
 /// Fails when the upstream key appears in any response header or in the body.
 pub fn assert_no_upstream_key(resp: &Collected) {

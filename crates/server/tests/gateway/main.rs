@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod catalogue;
+mod failures;
 mod input;
 mod proxy;
 mod streaming;

@@ -101,7 +101,7 @@ async fn completions_and_embeddings_are_routed_by_model() {
 #[tokio::test]
 async fn upstream_errors_keep_status_and_openai_shape() {
     let up = FakeUpstream::start().await;
-    let gw = start(&openai_backend(&up.url())).await;
+    let gw = start(&format!("{}{NO_RETRIES}", openai_backend(&up.url()))).await;
     let chat = r#"{"model":"up:m","messages":[]}"#;
 
     // An OpenAI-shaped error passes through as is.
@@ -154,7 +154,7 @@ async fn unreachable_upstream_is_502_and_hung_upstream_is_504() {
     let hung = FakeUpstream::start().await;
     hung.set_default(Answer::Hang);
     let gw = start(&format!(
-        "backends:\n  dead: {{ type: openai, api_url: \"http://{dead}/v1\" }}\n  slow: {{ type: openai, api_url: \"{}\", timeout: 1 }}\n",
+        "backends:\n  dead: {{ type: openai, api_url: \"http://{dead}/v1\" }}\n  slow: {{ type: openai, api_url: \"{}\", timeout: 1 }}\n{NO_RETRIES}",
         hung.url()
     ))
     .await;
@@ -176,7 +176,7 @@ async fn a_route_falls_back_to_its_next_target() {
     primary.push(Answer::error(503, "down", "unavailable"));
     secondary.push(Answer::chat("from the fallback"));
     let gw = start(&format!(
-        "backends:\n  a: {{ type: openai, api_url: \"{}\" }}\n  b: {{ type: openai, api_url: \"{}\" }}\nroutes:\n  smart: [\"a:m1\", \"b:m2\"]\n",
+        "backends:\n  a: {{ type: openai, api_url: \"{}\" }}\n  b: {{ type: openai, api_url: \"{}\" }}\nroutes:\n  smart: [\"a:m1\", \"b:m2\"]\n{NO_RETRIES}",
         primary.url(),
         secondary.url()
     ))

@@ -14,7 +14,7 @@ const STREAM: &str =
 
 fn keepalive_config(url: &str, interval: u64, format: &str) -> String {
     format!(
-        "{}failure_handling:\n  keepalive_interval: {interval}\n  keepalive_format: {format}\n",
+        "{}failure_handling:\n  keepalive_interval: {interval}\n  keepalive_format: {format}\n  retries: 0\n",
         openai_backend(url)
     )
 }

@@ -1,0 +1,78 @@
+//! Graceful shutdown: on SIGTERM tollgate stops accepting at once and lets every in-flight
+//! stream finish (within `server.shutdown_grace`) before it exits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, Tollgate};
+use http::Method;
+use tollgate_testkit::client::{open, sse_data, stream_text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_ten_active_streams_finish_and_refuses_new_connections() {
+    let dir = temp_dir("shutdown");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "backends:\n  mock: { reply: \"one two three four five six seven eight\", chunk_delay_ms: 200 }\nserver:\n  shutdown_grace: 20\n",
+    )
+    .expect("write");
+    let mut gw = Tollgate::start(&["--config", "config.yaml"], &[], &dir);
+    let addr = gw.addr;
+    let body = r#"{"model":"mock:m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let mut resp = open(addr, Method::POST, "/v1/chat/completions", &[], body).await;
+        assert_eq!(resp.status, 200);
+        let first = resp.next_chunk().await.expect("first chunk").expect("ok");
+        streams.push(tokio::spawn(async move {
+            let (rest, error) = resp.read_all().await;
+            let mut all = first.1.to_vec();
+            for (_, c) in rest {
+                all.extend_from_slice(&c);
+            }
+            (all, error)
+        }));
+    }
+
+    gw.terminate();
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(_) => break,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepting 2 s after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    for s in streams {
+        let (body, error) = s.await.expect("stream task");
+        assert!(error.is_none(), "stream broke: {error:?}");
+        assert_eq!(
+            stream_text(&body),
+            "one two three four five six seven eight"
+        );
+        assert_eq!(sse_data(&body).last().map(String::as_str), Some("[DONE]"));
+    }
+    // And then it exits, cleanly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit after the streams finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(gw.wait_log("all connections drained", Duration::from_secs(1)));
+}
