@@ -113,7 +113,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             for d in &diagnostics {
                 tracing::warn!(problem = %d, "configuration reload refused; the running configuration stays");
             }
-            count("error");
+            count(gateway, "error");
             return None;
         }
     };
@@ -127,7 +127,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             for d in &diagnostics {
                 tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
             }
-            count("error");
+            count(gateway, "error");
             return seen;
         }
     };
@@ -135,7 +135,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
         for d in &loaded.unknown {
             tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
         }
-        count("error");
+        count(gateway, "error");
         return seen;
     }
     let before = gateway.runtime().config.clone();
@@ -151,20 +151,20 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
                 routes = after.routes.len(),
                 "configuration reloaded"
             );
-            count("success");
+            count(gateway, "success");
         }
         Err(problems) => {
             for p in problems {
                 let d = loaded.locate(p);
                 tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
             }
-            count("error");
+            count(gateway, "error");
         }
     }
     seen
 }
 
-/// Counts a reload attempt by result (metrics land with the observability work).
-fn count(result: &'static str) {
-    tracing::debug!(result, "config reload counted");
+/// Counts a reload attempt by result in `tollgate_config_reloads_total`.
+fn count(gateway: &Gateway, result: &'static str) {
+    gateway.metrics().config_reload(result);
 }

@@ -29,9 +29,7 @@ pub struct Config {
     /// Where limits and budgets count (limits are a later issue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<serde_json::Value>,
-    /// Prometheus metrics (a later issue).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
 }
 
@@ -264,6 +262,20 @@ fn redact_headers<S: serde::Serializer>(
     map.end()
 }
 
+/// `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Whether `/metrics` answers (404 when off).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -380,9 +392,6 @@ impl Config {
         }
         if self.state.is_some() {
             p("state".into(), NOT_YET.into());
-        }
-        if self.metrics.is_some() {
-            p("metrics".into(), NOT_YET.into());
         }
 
         for (name, backend) in &self.backends {

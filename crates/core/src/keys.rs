@@ -81,7 +81,7 @@ const ROOT: &[(&str, Shape)] = &[
     ("backends", Shape::Named(&Shape::Backend(BACKEND))),
     ("routes", Shape::Named(&Shape::Any)),
     ("state", Shape::Any),
-    ("metrics", Shape::Any),
+    ("metrics", Shape::Fields(&[("enabled", Shape::Any)])),
     ("logging", Shape::Fields(LOGGING)),
 ];
 

@@ -10,7 +10,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tollgate_core::{ClientRequest, Endpoint, Env, GatewayError, Peek, Problem, Registry};
 
 use crate::body::Body;
-use crate::dispatch::{dispatch, AnswerBody, Dispatched};
+use crate::dispatch::{dispatch, Answer, AnswerBody};
+use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::relay::{Pending, Relay};
 use crate::runtime::{Live, Runtime};
@@ -21,6 +22,8 @@ pub struct Gateway {
     live: Live,
     registry: Registry,
     env: Env,
+    /// Lives as long as the gateway, across reloads.
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -29,7 +32,13 @@ impl Gateway {
             live: Live::new(runtime),
             registry,
             env,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The runtime serving now.
@@ -111,6 +120,20 @@ impl Gateway {
                 require(&method, Method::POST, path, "POST")?;
                 Ok(self.proxy(Endpoint::Embeddings, req, request_id).await)
             }
+            "/metrics" if path == "/metrics" => {
+                require(&method, Method::GET, path, "GET")?;
+                if !self.runtime().config.metrics.enabled {
+                    return Err(GatewayError::NotFound(
+                        "metrics are disabled (metrics.enabled: false)".into(),
+                    ));
+                }
+                let mut resp = Response::new(Body::full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(resp)
+            }
             "/models" => {
                 require(&method, Method::GET, path, "GET")?;
                 catalogue::list(&self.runtime(), req.headers(), None).await
@@ -138,7 +161,7 @@ impl Gateway {
     {
         // One snapshot for the whole request, however long its stream runs.
         let runtime = self.runtime();
-        let mut outcome = Outcome::new(request_id.to_owned(), None, endpoint, false);
+        let mut outcome = Outcome::new(request_id.to_owned(), endpoint, self.metrics.clone());
 
         let key = match runtime.keys.authenticate(req.headers()) {
             Ok(key) => key,
@@ -171,13 +194,17 @@ impl Gateway {
         let requested_model = request.model.clone();
         let mut pending: Pending = Box::pin(dispatch(
             runtime.clone(),
+            self.metrics.clone(),
             targets,
             request,
             request_id.to_owned(),
         ));
         if !stream {
             return match tokio::time::timeout(settings.request_timeout, pending).await {
-                Ok(dispatched) => answer_whole(outcome, dispatched),
+                Ok(mut dispatched) => {
+                    outcome.dispatched(&mut dispatched);
+                    answer_whole(outcome, dispatched.result)
+                }
                 Err(_) => refuse(
                     outcome,
                     GatewayError::UpstreamTimeout(format!(
@@ -192,32 +219,21 @@ impl Gateway {
         // and keepalives.
         let wait = settings.keepalive_interval.min(settings.request_timeout);
         match tokio::time::timeout(wait, &mut pending).await {
-            Ok(dispatched) => {
-                outcome.target = dispatched.target;
-                outcome.attempts = dispatched.attempts;
+            Ok(mut dispatched) => {
+                outcome.dispatched(&mut dispatched);
                 match dispatched.result {
-                    Ok(answer) => match answer.body {
-                        AnswerBody::Stream { first, rest } => {
-                            outcome.status = 200;
-                            let headers = tollgate_headers(answer.headers, &outcome);
-                            let relay =
-                                Relay::streaming(first, rest, settings, requested_model, outcome);
-                            sse_response(headers, relay)
-                        }
-                        // The upstream ignored `stream`: pass its whole answer on.
-                        AnswerBody::Complete(bytes) => {
-                            let d = Dispatched {
-                                result: Ok(crate::dispatch::Answer {
-                                    headers: answer.headers,
-                                    body: AnswerBody::Complete(bytes),
-                                }),
-                                target: outcome.target.take(),
-                                attempts: outcome.attempts,
-                            };
-                            answer_whole(outcome, d)
-                        }
-                    },
-                    Err(e) => refuse(outcome, e),
+                    Ok(Answer {
+                        headers,
+                        body: AnswerBody::Stream { first, rest },
+                    }) => {
+                        outcome.status = 200;
+                        let headers = tollgate_headers(headers, &outcome);
+                        let relay =
+                            Relay::streaming(first, rest, settings, requested_model, outcome);
+                        sse_response(headers, relay)
+                    }
+                    // The upstream ignored `stream`: pass its whole answer on.
+                    whole => answer_whole(outcome, whole),
                 }
             }
             Err(_) => {
@@ -230,27 +246,29 @@ impl Gateway {
 }
 
 /// Answers with a whole body from dispatch.
-fn answer_whole(mut outcome: Outcome, dispatched: Dispatched) -> Response<Body> {
-    outcome.target = dispatched.target;
-    outcome.attempts = dispatched.attempts;
-    match dispatched.result {
-        Ok(answer) => match answer.body {
-            AnswerBody::Complete(bytes) => {
-                outcome.usage = Peek::read(&bytes).usage;
-                outcome.status = 200;
-                outcome.completed = true;
-                let headers = tollgate_headers(answer.headers, &outcome);
-                let mut resp = json_response(StatusCode::OK, bytes);
-                resp.headers_mut().extend(headers);
-                resp
-            }
-            AnswerBody::Stream { .. } => refuse(
-                outcome,
-                GatewayError::UpstreamFailed(
-                    "the backend streamed an answer that was asked for whole".into(),
-                ),
+fn answer_whole(mut outcome: Outcome, result: Result<Answer, GatewayError>) -> Response<Body> {
+    match result {
+        Ok(Answer {
+            headers,
+            body: AnswerBody::Complete(bytes),
+        }) => {
+            outcome.usage = Peek::read(&bytes).usage;
+            outcome.status = 200;
+            outcome.completed = true;
+            let headers = tollgate_headers(headers, &outcome);
+            let mut resp = json_response(StatusCode::OK, bytes);
+            resp.headers_mut().extend(headers);
+            resp
+        }
+        Ok(Answer {
+            body: AnswerBody::Stream { .. },
+            ..
+        }) => refuse(
+            outcome,
+            GatewayError::UpstreamFailed(
+                "the backend streamed an answer that was asked for whole".into(),
             ),
-        },
+        ),
         Err(e) => refuse(outcome, e),
     }
 }

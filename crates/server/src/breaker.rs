@@ -86,16 +86,17 @@ impl Breaker {
         }
     }
 
-    /// The backend answered.
-    pub fn succeeded(&self) {
+    /// The backend answered. Returns true when this closed an open circuit.
+    pub fn succeeded(&self) -> bool {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
         if self.opened_at.load(Ordering::Relaxed) != 0 {
             self.opened_at.store(0, Ordering::Release);
             self.probe_at.store(0, Ordering::Release);
-            tracing::info!("circuit closed");
+            return true;
         }
+        false
     }
 
     /// The backend failed in a way that is its own (connect error, timeout, 5xx …).
@@ -151,7 +152,7 @@ mod tests {
         let b = breaker(3, 30);
         assert!(!b.failed(Permit::Go));
         assert!(!b.failed(Permit::Go));
-        b.succeeded();
+        assert!(!b.succeeded(), "nothing to close");
         assert!(!b.failed(Permit::Go));
         assert!(!b.failed(Permit::Go));
         assert_eq!(b.permit(), Permit::Go);
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(b.permit_at(t1 + 20), Permit::Refused);
         let t2 = t1 + 10 + 60_000;
         assert_eq!(b.permit_at(t2), Permit::Probe);
-        b.succeeded();
+        assert!(b.succeeded(), "the probe's success closes the circuit");
         assert!(!b.is_open());
         assert_eq!(b.permit_at(t2 + 1), Permit::Go);
     }

@@ -2,7 +2,7 @@
 //! of an answer reached the client. For a stream, "answers" means its first event arrived.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,6 +12,8 @@ use tollgate_core::{
 };
 
 use crate::breaker::Permit;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::retry::{self, Verdict};
 use crate::runtime::Runtime;
 
@@ -37,6 +39,17 @@ pub struct Dispatched {
     /// The target that answered, or the last one tried.
     pub target: Option<Target>,
     pub attempts: u32,
+    /// When the first attempt started (none when no target could be tried).
+    pub upstream_started: Option<Instant>,
+}
+
+impl Outcome {
+    /// Takes what dispatch found into the request's outcome.
+    pub fn dispatched(&mut self, d: &mut Dispatched) {
+        self.target = d.target.take();
+        self.attempts = d.attempts;
+        self.upstream_started = d.upstream_started;
+    }
 }
 
 /// Tries `targets` in order, each up to `1 + retries` times with backoff, skipping backends
@@ -44,11 +57,13 @@ pub struct Dispatched {
 /// handler (a stream commits its 200 before the first event when the upstream is slow).
 pub async fn dispatch(
     runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
     targets: Vec<Target>,
     request: ClientRequest,
     request_id: String,
 ) -> Dispatched {
     let settings = runtime.retry;
+    let mut upstream_started = None;
     let mut attempts = 0;
     let mut last: Option<(Target, GatewayError)> = None;
     let mut open_circuits: Vec<Arc<str>> = Vec::new();
@@ -59,8 +74,9 @@ pub async fn dispatch(
             last = Some((target, e));
             continue;
         };
-        if i > 0 && last.is_some() {
-            tracing::info!(request_id = %request_id, backend = %target.backend, "falling back to the next target");
+        if let (true, Some((from, _))) = (i > 0, &last) {
+            tracing::info!(request_id = %request_id, from = %from.backend, to = %target.backend, "falling back to the next target");
+            metrics.fallback(&from.backend);
         }
         // Cloning a body copies no value: values are slices of the client's body.
         let mut body = request.body.clone();
@@ -73,6 +89,7 @@ pub async fn dispatch(
                 break;
             }
             attempts += 1;
+            upstream_started.get_or_insert_with(Instant::now);
             let upstream = Request {
                 endpoint: request.endpoint,
                 model: target.model.clone(),
@@ -89,22 +106,27 @@ pub async fn dispatch(
             .await
             {
                 Ok(answer) => {
-                    backend.breaker.succeeded();
+                    if backend.breaker.succeeded() {
+                        metrics.circuit(&target.backend, false);
+                    }
                     return Dispatched {
                         result: Ok(answer),
                         target: Some(target),
                         attempts,
+                        upstream_started,
                     };
                 }
                 Err(e) => e,
             };
+            metrics.upstream_error(&target.backend, error_kind(&error));
             if retry::is_backend_fault(&error) {
                 if backend.breaker.failed(permit) {
                     tracing::warn!(backend = %target.backend, "circuit opened");
+                    metrics.circuit(&target.backend, true);
                 }
-            } else if permit == Permit::Probe {
+            } else if permit == Permit::Probe && backend.breaker.succeeded() {
                 // The backend answered: it is up, even if the answer was a refusal.
-                backend.breaker.succeeded();
+                metrics.circuit(&target.backend, false);
             }
             tracing::warn!(
                 request_id = %request_id,
@@ -127,6 +149,7 @@ pub async fn dispatch(
             match retry::judge(&error) {
                 Verdict::Retry { after } if retries < settings.retries => {
                     retries += 1;
+                    metrics.retry(&target.backend);
                     match retry::backoff(settings.backoff, retries, after) {
                         Some(wait) => {
                             tokio::time::sleep(wait).await;
@@ -148,6 +171,7 @@ pub async fn dispatch(
                         result: Err(error),
                         target: Some(target),
                         attempts,
+                        upstream_started,
                     }
                 }
             }
@@ -175,6 +199,21 @@ pub async fn dispatch(
         result: Err(error),
         target,
         attempts,
+        upstream_started,
+    }
+}
+
+/// The `kind` label of an upstream error.
+pub fn error_kind(e: &GatewayError) -> &'static str {
+    match e {
+        GatewayError::UpstreamFailed(_) => "transport",
+        GatewayError::UpstreamTimeout(_) => "timeout",
+        GatewayError::Upstream { status, .. } => match status.as_u16() {
+            429 => "status_429",
+            s if s >= 500 => "status_5xx",
+            _ => "status_4xx",
+        },
+        _ => "other",
     }
 }
 

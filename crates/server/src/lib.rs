@@ -7,6 +7,7 @@ mod body;
 mod breaker;
 mod catalogue;
 mod dispatch;
+mod metrics;
 mod outcome;
 mod relay;
 mod request_id;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub use app::{error_response, Gateway};
 pub use body::Body;
+pub use metrics::Metrics;
 pub use runtime::Runtime;
 
 /// Serves HTTP/1.1 and cleartext HTTP/2 on `listener` until `shutdown` resolves, then stops
@@ -35,6 +37,17 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Histogram samples are buffered until folded; fold them even when nobody scrapes.
+    let upkeep = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                gateway.metrics().upkeep();
+            }
+        })
+    };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -67,6 +80,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    upkeep.abort();
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining open connections"

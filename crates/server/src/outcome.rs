@@ -1,10 +1,13 @@
-//! `Outcome`: what one request came to, written as one log line when the request ends —
-//! including when the client goes away mid-stream. Never a prompt, a body or a key.
+//! `Outcome`: what one request came to, recorded once when the request ends — including when
+//! the client goes away mid-stream — as one log line and its metrics. Never a prompt, a body
+//! or a key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_core::{Endpoint, Target, Usage};
+
+use crate::metrics::{Finished, Metrics};
 
 pub struct Outcome {
     pub request_id: String,
@@ -20,44 +23,68 @@ pub struct Outcome {
     /// Why the request failed, in a few words, when it did.
     pub error: Option<&'static str>,
     pub started: Instant,
+    /// When the first upstream attempt started; what precedes it is the gateway's own time.
+    pub upstream_started: Option<Instant>,
     /// Time to the first upstream event, for streams.
     pub first_event: Option<Duration>,
     pub usage: Option<Usage>,
     /// False until the response was fully written (a client that left mid-stream).
     pub completed: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Outcome {
-    pub fn new(request_id: String, key: Option<String>, endpoint: Endpoint, stream: bool) -> Self {
+    pub fn new(request_id: String, endpoint: Endpoint, metrics: Arc<Metrics>) -> Self {
+        metrics.inflight(1.0);
         Outcome {
             request_id,
-            key,
+            key: None,
             endpoint,
-            stream,
+            stream: false,
             target: None,
             attempts: 0,
             status: 0,
             error: None,
             started: Instant::now(),
+            upstream_started: None,
             first_event: None,
             usage: None,
             completed: false,
+            metrics,
         }
     }
 
     pub fn backend(&self) -> Option<&Arc<str>> {
         self.target.as_ref().map(|t| &t.backend)
     }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let ttft_ms = self.first_event.map(|d| d.as_secs_f64() * 1000.0);
+        let total = self.started.elapsed();
+        let upstream = self.upstream_started.map(|t| t.elapsed());
         let (backend, model) = match &self.target {
             Some(t) => (t.backend.as_ref(), t.model.as_str()),
             None => ("", ""),
         };
+        // A client that left before the end gets no status line of ours to count; 499 is the
+        // convention (nginx) for "client closed the request".
+        let status = if self.completed { self.status } else { 499 };
+        self.metrics.inflight(-1.0);
+        self.metrics.finished(&Finished {
+            backend: self.target.as_ref().map(|t| t.backend.as_ref()),
+            model: self.target.as_ref().map(|t| t.model.as_str()),
+            key: self.key.as_deref(),
+            status,
+            total,
+            first_token: self.first_event,
+            upstream,
+            usage: self.usage,
+        });
         let usage = self.usage.unwrap_or_default();
         tracing::info!(
             target: "tollgate::request",
@@ -67,11 +94,11 @@ impl Drop for Outcome {
             stream = self.stream,
             backend,
             model,
-            status = self.status,
+            status,
             error = self.error.unwrap_or(""),
             attempts = self.attempts,
-            latency_ms,
-            ttft_ms,
+            latency_ms = total.as_secs_f64() * 1000.0,
+            ttft_ms = self.first_event.map(|d| d.as_secs_f64() * 1000.0),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
             completed = self.completed,

@@ -192,6 +192,7 @@ impl Relay {
                 self.keepalive
                     .as_mut()
                     .reset(self.last_sent + self.settings.keepalive_interval);
+                self.outcome.metrics().keepalive();
                 return Poll::Ready(Some(Frame::data(self.keepalive_frame())));
             }
             // Events went out since the timer was armed: wait the rest of the interval.
@@ -201,9 +202,8 @@ impl Relay {
     }
 
     /// Dispatch finished after the 200 went out: stream its answer, or end with its error.
-    fn start(&mut self, dispatched: Dispatched) -> Frame<Bytes> {
-        self.outcome.target = dispatched.target;
-        self.outcome.attempts = dispatched.attempts;
+    fn start(&mut self, mut dispatched: Dispatched) -> Frame<Bytes> {
+        self.outcome.dispatched(&mut dispatched);
         match dispatched.result {
             Ok(answer) => match answer.body {
                 AnswerBody::Stream { first, rest } => {
@@ -259,6 +259,13 @@ impl Relay {
 
     /// Ends the stream with an error event (and no `[DONE]`).
     fn fail(&mut self, error: GatewayError, why: &'static str) -> Frame<Bytes> {
+        // A failure after content went out is the upstream's (or the deadline's); one before
+        // (dispatch's own error) was counted by dispatch.
+        if self.outcome.first_event.is_some() {
+            if let Some(backend) = self.outcome.backend() {
+                self.outcome.metrics().upstream_error(backend, why);
+            }
+        }
         tracing::warn!(request_id = %self.outcome.request_id, error = %error, "stream ended with an error");
         self.state = State::Finished;
         self.outcome.error = Some(why);

@@ -8,5 +8,6 @@ mod auth;
 mod catalogue;
 mod failures;
 mod input;
+mod metrics;
 mod proxy;
 mod streaming;
