@@ -1,5 +1,6 @@
-//! The official OpenAI Python SDK completes a chat, a stream (also one interleaved with
-//! keepalives), an error and embeddings through the real binary. CI (.ci/run) installs the
+//! The official OpenAI Python SDK completes a chat, a stream (also one silent for 3 s before
+//! its first byte and 3 s between chunks, with keepalives every second), an error and
+//! embeddings through the real binary. CI (.ci/run) installs the
 //! SDK and sets TOLLGATE_REQUIRE_SDK=1, so there this test cannot be skipped.
 
 mod common;
@@ -30,7 +31,7 @@ fn run_sdk(format: &str) {
     std::fs::write(
         dir.join("config.yaml"),
         format!(
-            "backends:\n  mock: {{ models: [mock-1] }}\n  slow: {{ type: mock, reply: \"slow but steady\", latency_ms: 2500, chunk_delay_ms: 1500 }}\nfailure_handling:\n  keepalive_interval: 1\n  keepalive_format: {format}\n"
+            "backends:\n  mock: {{ models: [mock-1] }}\n  slow: {{ type: mock, reply: \"slow-and-steady\", latency_ms: 3000, chunk_delay_ms: 3000 }}\nfailure_handling:\n  keepalive_interval: 1\n  keepalive_format: {format}\n"
         ),
     )
     .expect("write config");

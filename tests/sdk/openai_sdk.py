@@ -41,7 +41,7 @@ text = "".join(
     for chunk in client.chat.completions.create(model="slow:m", messages=messages, stream=True)
     if chunk.choices
 )
-assert text == "slow but steady", text
+assert text == "slow-and-steady", text
 
 # Errors are OpenAI-shaped: the SDK raises its typed exception with our code.
 try:
