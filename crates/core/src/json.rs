@@ -160,6 +160,11 @@ impl JsonObject {
         self.set(key, Bytes::from(text.into_boxed_bytes()));
     }
 
+    /// Sets `key` to JSON text the caller vouches for (a constant).
+    pub fn insert_raw_text(&mut self, key: &str, json: &'static str) {
+        self.set(key, Bytes::from_static(json.as_bytes()));
+    }
+
     /// Sets `key` to `value` serialized as JSON.
     pub fn insert<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
         // Serializing plain data (strings, numbers, serde_json values) cannot fail.

@@ -10,12 +10,24 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     raw: Bytes,
+    /// Seen by the gateway (usage) but not sent to the client: an event it asked for itself.
+    hidden: bool,
 }
 
 impl SseEvent {
     /// Wraps bytes that form one whole event (used by connectors that write their own).
     pub fn from_raw(raw: Bytes) -> Self {
-        SseEvent { raw }
+        SseEvent { raw, hidden: false }
+    }
+
+    /// Marks the event as the gateway's own: read, never relayed.
+    pub fn hidden(mut self) -> Self {
+        self.hidden = true;
+        self
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.hidden
     }
 
     /// Builds `data: {payload}\n\n`.
@@ -26,6 +38,7 @@ impl SseEvent {
         out.extend_from_slice(b"\n\n");
         SseEvent {
             raw: Bytes::from(out),
+            hidden: false,
         }
     }
 
@@ -149,16 +162,12 @@ impl SseSplitter {
         if !self.partial.is_empty() {
             self.partial.extend_from_slice(&chunk);
             while let Some(end) = event_end(&self.partial) {
-                out.push(SseEvent {
-                    raw: self.partial.split_to(end).freeze(),
-                });
+                out.push(SseEvent::from_raw(self.partial.split_to(end).freeze()));
             }
             return;
         }
         while let Some(end) = event_end(&chunk) {
-            out.push(SseEvent {
-                raw: chunk.split_to(end),
-            });
+            out.push(SseEvent::from_raw(chunk.split_to(end)));
         }
         if !chunk.is_empty() {
             self.partial.extend_from_slice(&chunk);

@@ -145,24 +145,35 @@ impl Relay {
                     return Poll::Ready(Some(self.start(dispatched)));
                 }
             }
-            State::Streaming(events) => match events.as_mut().poll_next(cx) {
-                Poll::Pending => {}
-                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(self.forward(event))),
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Some(self.fail(e, "stream_broken")))
-                }
-                Poll::Ready(None) => {
-                    if self.seen.done || self.seen.error_frame || self.seen.finish_reason {
-                        self.state = State::Finished;
-                        self.outcome.completed = true;
-                        return Poll::Ready(None);
+            State::Streaming(_) => {
+                while let State::Streaming(events) = &mut self.state {
+                    match events.as_mut().poll_next(cx) {
+                        Poll::Pending => break,
+                        // An event the gateway asked for itself (the usage chunk): read, not sent.
+                        Poll::Ready(Some(Ok(event))) if event.is_hidden() => {
+                            self.observe(&event);
+                            self.last_event = Instant::now();
+                        }
+                        Poll::Ready(Some(Ok(event))) => {
+                            return Poll::Ready(Some(self.forward(event)))
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            return Poll::Ready(Some(self.fail(e, "stream_broken")))
+                        }
+                        Poll::Ready(None) => {
+                            if self.seen.done || self.seen.error_frame || self.seen.finish_reason {
+                                self.state = State::Finished;
+                                self.outcome.completed = true;
+                                return Poll::Ready(None);
+                            }
+                            let e = GatewayError::UpstreamFailed(
+                                "the backend ended the stream before it was complete".into(),
+                            );
+                            return Poll::Ready(Some(self.fail(e, "stream_incomplete")));
+                        }
                     }
-                    let e = GatewayError::UpstreamFailed(
-                        "the backend ended the stream before it was complete".into(),
-                    );
-                    return Poll::Ready(Some(self.fail(e, "stream_incomplete")));
                 }
-            },
+            }
         }
 
         if self.deadline.as_mut().poll(cx).is_ready() {

@@ -94,6 +94,11 @@ impl Nim {
 }
 
 impl Hooks for Nim {
+    /// NIM's schema forbids `stream_options`: its streams carry usage only if it sends it.
+    fn ask_stream_usage(&self) -> bool {
+        false
+    }
+
     fn prepare_body(&self, _endpoint: Endpoint, body: &mut JsonObject) {
         // NIM predates `max_completion_tokens` and forbids it; `max_tokens` means the same
         // there. A `max_tokens` the client gave wins (`rename` never overwrites).

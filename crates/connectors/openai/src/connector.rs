@@ -78,6 +78,13 @@ pub trait Hooks: Send + Sync + 'static {
     fn on_event(&self, event: SseEvent) -> Option<SseEvent> {
         Some(event)
     }
+
+    /// Whether the gateway may add `stream_options.include_usage` to a stream whose client
+    /// did not ask, to count its tokens (the extra usage chunk is then read, not relayed).
+    /// Off for upstreams that reject or strip `stream_options`.
+    fn ask_stream_usage(&self) -> bool {
+        true
+    }
 }
 
 /// Plain OpenAI: no differences.
@@ -258,6 +265,14 @@ impl Connector for OpenAiCompatible {
             request_id,
         } = request;
         body.insert("model", &model);
+        // OpenAI streams carry usage only when asked; ask, and keep the answer to ourselves.
+        let hide_usage = stream
+            && endpoint != Endpoint::Embeddings
+            && !body.contains("stream_options")
+            && self.hooks.ask_stream_usage();
+        if hide_usage {
+            body.insert_raw_text("stream_options", r#"{"include_usage":true}"#);
+        }
         self.hooks.prepare_body(endpoint, &mut body);
         self.start_health_check();
 
@@ -310,6 +325,7 @@ impl Connector for OpenAiCompatible {
                     upstream.name.clone(),
                     upstream.key.clone(),
                     self.hooks.clone(),
+                    hide_usage,
                 )),
             });
         }

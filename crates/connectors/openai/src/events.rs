@@ -19,6 +19,16 @@ use tollgate_core::{EventStream, GatewayError, Secret, SseEvent, SseSplitter};
 use crate::connector::Hooks;
 use crate::errors::{early_stream_error, is_error_frame};
 
+/// OpenAI's extra final chunk for `include_usage`: no choices, a usage object.
+fn is_usage_chunk(payload: &[u8]) -> bool {
+    // Most chunks do not mention usage at all: skip the parse for them.
+    if memchr::memmem::find(payload, b"\"usage\"").is_none() {
+        return false;
+    }
+    let peek = tollgate_core::Peek::read(payload);
+    peek.usage.is_some() && peek.has_no_choices()
+}
+
 /// Wraps an upstream body. Dropping the stream drops the body, which closes the upstream
 /// connection (an unfinished HTTP/1.1 body cannot go back to the pool).
 pub fn event_stream(
@@ -26,12 +36,14 @@ pub fn event_stream(
     backend: Arc<str>,
     key: Option<Secret>,
     hooks: Arc<dyn Hooks>,
+    hide_usage: bool,
 ) -> EventStream {
     Box::pin(Events {
         body,
         backend,
         key,
         hooks,
+        hide_usage,
         splitter: SseSplitter::new(),
         ready: VecDeque::new(),
         scratch: Vec::new(),
@@ -46,6 +58,8 @@ struct Events {
     /// To scrub an early error frame turned into an error body.
     key: Option<Secret>,
     hooks: Arc<dyn Hooks>,
+    /// The gateway asked for `include_usage` itself: the usage-only chunk is not the client's.
+    hide_usage: bool,
     splitter: SseSplitter,
     /// Whole events split from chunks already read.
     ready: VecDeque<SseEvent>,
@@ -64,6 +78,9 @@ impl Events {
         };
         if !is_error_frame(&payload) {
             self.data_seen = true;
+            if self.hide_usage && is_usage_chunk(&payload) {
+                return Ok(event.hidden());
+            }
             return Ok(event);
         }
         self.ended = true;

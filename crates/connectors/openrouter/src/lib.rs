@@ -47,6 +47,11 @@ impl Default for OpenRouterOptions {
 pub struct OpenRouter;
 
 impl Hooks for OpenRouter {
+    /// OpenRouter has its own usage accounting switch; its streams are left as clients ask.
+    fn ask_stream_usage(&self) -> bool {
+        false
+    }
+
     /// Catalogue only with a key: the list is public, but without a key none of it answers.
     fn may_discover(&self, has_key: bool) -> bool {
         has_key

@@ -279,3 +279,63 @@ async fn client_disconnect_while_headers_are_held_closes_the_upstream_connection
         "upstream connection still open 1 s after the client left"
     );
 }
+
+/// OpenAI's stream shape with `include_usage`: a last chunk with no choices and the usage.
+fn openai_usage_stream() -> Answer {
+    let usage = r#"data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1,"model":"fake-model","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}"#;
+    let finish = r#"data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1,"model":"fake-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    Answer::Sse {
+        status: 200,
+        steps: vec![
+            Step::Raw(chunk_event("to")),
+            Step::Raw(chunk_event("ken")),
+            Step::Raw(format!("{finish}\n\n")),
+            Step::Raw(format!("{usage}\n\n")),
+            Step::Raw("data: [DONE]\n\n".into()),
+        ],
+        end: StreamEnd::Finish,
+    }
+}
+
+#[tokio::test]
+async fn usage_is_asked_for_counted_and_not_shown_to_a_client_that_did_not_ask() {
+    let up = FakeUpstream::start().await;
+    up.push(openai_usage_stream());
+    up.push(openai_usage_stream());
+    let gw = start(&openai_backend(&up.url())).await;
+
+    let r = post(gw.addr, CHAT, &[], STREAM).await;
+    assert_eq!(stream_text(&r.body), "token");
+    let data = sse_data(&r.body);
+    assert!(
+        !r.text().contains("\"usage\""),
+        "the gateway's own usage chunk leaked: {data:?}"
+    );
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        up.calls()[0].json()["stream_options"],
+        serde_json::json!({"include_usage": true})
+    );
+    let metrics = tollgate_testkit::client::get(gw.addr, "/metrics", &[])
+        .await
+        .text();
+    assert!(
+        metrics
+            .contains(r#"tollgate_tokens_total{backend="up",model="m",key="",kind="prompt"} 11"#),
+        "{metrics}"
+    );
+
+    // A client that asks gets the chunk, and its own stream_options go up unchanged.
+    let asked =
+        r#"{"model":"up:m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let r = post(gw.addr, CHAT, &[], asked).await;
+    assert!(
+        r.text().contains(r#""usage":{"prompt_tokens":11"#),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        up.calls()[1].body,
+        bytes::Bytes::from(asked.replace("up:m", "m"))
+    );
+}
