@@ -116,11 +116,19 @@ impl Source {
         if let Some(text) = yaml.filter(|t| !t.trim().is_empty()) {
             figment = figment.merge(layer("yaml", Yaml::string(text)));
         }
-        figment = figment.merge(layer("env", Env::prefixed("TOLLGATE__").split("__")));
+        for (key, value) in Env::prefixed("TOLLGATE__").split("__").iter() {
+            figment = figment.merge(layer(
+                "env",
+                Serialized::default(key.as_str(), env_value(value)),
+            ));
+        }
         for (var, key) in NAMED_VARS {
-            let key = *key;
-            let named = Env::raw().only(&[var]).map(move |_| key.into());
-            figment = figment.merge(layer(format!("env {var}"), named));
+            if let Some(value) = Env::var(var) {
+                figment = figment.merge(layer(
+                    format!("env {var}"),
+                    Serialized::default(key, env_value(value)),
+                ));
+            }
         }
         let o = &self.overrides;
         let mut cli = Vec::new();
@@ -167,23 +175,26 @@ impl Source {
         let figment = self.figment(yaml);
         let file = self.path.clone();
         let fallback = self.origin_fallback();
+        if let Some(text) = yaml {
+            // figment keeps the last of two equal keys; a duplicated key is a mistake to report.
+            if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+                return Err(vec![Diagnostic {
+                    origin: fallback,
+                    problem: Problem::new("", e.to_string()),
+                }]);
+            }
+        }
         let mut as_json: serde_json::Value = figment
             .extract()
             .map_err(|e| figment_diagnostics(e, &fallback, file.as_deref()))?;
         let unknown = tollgate_core::keys::strip_unknown(&mut as_json);
         let config: Config = if unknown.is_empty() {
-            figment
-                .extract()
-                .map_err(|e| figment_diagnostics(e, &fallback, file.as_deref()))?
+            figment.extract_lossy()
         } else {
             // Parse what is left, so its problems are reported alongside the unknown keys.
-            serde_json::from_value(as_json).map_err(|e| {
-                vec![Diagnostic {
-                    origin: fallback.clone(),
-                    problem: Problem::new("", e.to_string()),
-                }]
-            })?
-        };
+            Figment::from(Serialized::defaults(as_json)).extract_lossy()
+        }
+        .map_err(|e| figment_diagnostics(e, &fallback, file.as_deref()))?;
         let mut loaded = Loaded {
             config,
             figment,
@@ -263,7 +274,17 @@ impl Loaded {
         let shown = if is_secret_path(path) {
             "\"***\"".to_owned()
         } else {
-            serde_json::to_string(value).unwrap_or_default()
+            match value {
+                // Environment values arrive as text; a number or boolean is shown as the value
+                // it becomes.
+                Value::String(_, text)
+                    if layer.starts_with("env")
+                        && (text.parse::<f64>().is_ok() || text.parse::<bool>().is_ok()) =>
+                {
+                    text.clone()
+                }
+                _ => serde_json::to_string(value).unwrap_or_default(),
+            }
         };
         out.push(format!("{path}: {shown}  # {layer}"));
     }
@@ -331,6 +352,18 @@ pub fn build(
             Err(diagnostics)
         }
     }
+}
+
+/// An environment value as configuration: text stays text (an all-digit key is a string), so
+/// numbers and booleans are read from text by lossy extraction; lists and maps written as
+/// `[…]`/`{…}` are parsed.
+fn env_value(raw: String) -> Value {
+    if raw.trim_start().starts_with(['[', '{']) {
+        // figment's own parse cannot fail: what is not a list or map stays text.
+        let Ok(parsed) = raw.parse::<Value>();
+        return parsed;
+    }
+    Value::from(raw)
 }
 
 /// A digest of a configuration file's text.

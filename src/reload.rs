@@ -143,8 +143,13 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
         Ok(next) => {
             let after = next.config.clone();
             gateway.swap(next);
-            if before.server != after.server || before.logging != after.logging {
-                tracing::warn!("server.* and logging.* changes take effect after a restart");
+            let (b, a) = (&before.server, &after.server);
+            if (&b.host, b.port, b.shutdown_grace) != (&a.host, a.port, a.shutdown_grace)
+                || before.logging != after.logging
+            {
+                tracing::warn!(
+                    "server.host, server.port, server.shutdown_grace and logging.* changes take effect after a restart"
+                );
             }
             tracing::info!(
                 backends = after.backends.len(),

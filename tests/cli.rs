@@ -219,3 +219,38 @@ fn a_missing_explicit_config_file_is_an_error() {
     assert_eq!(code, 2);
     assert!(err.contains("nope.yaml"), "{err}");
 }
+
+#[test]
+fn environment_text_stays_text_and_duplicate_keys_are_refused() {
+    let dir = temp_dir("env_text");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "backends:\n  x: { type: openai }\n",
+    )
+    .expect("write");
+    // An all-digit key is a string; a numeric port is still a number; lists parse.
+    let env = [
+        ("TOLLGATE__BACKENDS__X__API_KEY", "0012345"),
+        ("TOLLGATE__SERVER__PORT", "9100"),
+        ("TOLLGATE__BACKENDS__X__MODELS", r#"["a", "b"]"#),
+    ];
+    let (code, out, err) = run(&["check"], &env, &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"));
+    let (_, out, _) = run(&["config"], &env, &dir);
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(v["server"]["port"], 9100);
+    assert_eq!(v["backends"]["x"]["models"][1], "b");
+
+    std::fs::write(
+        dir.join("dup.yaml"),
+        "server: { port: 1 }\nserver: { port: 2 }\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["check", "dup.yaml"], &[], &dir);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("dup.yaml") && err.contains("duplicate"),
+        "{err}"
+    );
+}

@@ -56,6 +56,17 @@ impl Gateway {
     /// The infallible half: new requests use `runtime`; requests already running finish on
     /// the snapshot they started with.
     pub fn swap(&self, runtime: Runtime) {
+        let old = self.live.load();
+        // A circuit that does not carry over (backend removed or rebuilt) is closed now.
+        for (name, backend) in &old.backends {
+            let kept = runtime
+                .backends
+                .get(name)
+                .is_some_and(|b| Arc::ptr_eq(&b.breaker, &backend.breaker));
+            if backend.breaker.is_open() && !kept {
+                self.metrics.circuit(name, false);
+            }
+        }
         self.live.store(runtime);
     }
 
@@ -192,27 +203,21 @@ impl Gateway {
 
         let settings = runtime.relay;
         let requested_model = request.model.clone();
+        // Dispatch keeps to the request's deadline itself, so a timeout still names the
+        // target it was waiting on.
+        let deadline = tokio::time::Instant::from_std(outcome.started) + settings.request_timeout;
         let mut pending: Pending = Box::pin(dispatch(
             runtime.clone(),
             self.metrics.clone(),
             targets,
             request,
             request_id.to_owned(),
+            deadline,
         ));
         if !stream {
-            return match tokio::time::timeout(settings.request_timeout, pending).await {
-                Ok(mut dispatched) => {
-                    outcome.dispatched(&mut dispatched);
-                    answer_whole(outcome, dispatched.result)
-                }
-                Err(_) => refuse(
-                    outcome,
-                    GatewayError::UpstreamTimeout(format!(
-                        "the request exceeded server.request_timeout ({}s)",
-                        settings.request_timeout.as_secs()
-                    )),
-                ),
-            };
+            let mut dispatched = pending.await;
+            outcome.dispatched(&mut dispatched);
+            return answer_whole(outcome, dispatched.result);
         }
         // Hold the status line until the first event, but no longer than one keepalive
         // interval: a quick upstream error keeps its real status, a slow upstream gets a 200

@@ -2,7 +2,9 @@
 //! of an answer reached the client. For a stream, "answers" means its first event arrived.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -48,7 +50,7 @@ impl Outcome {
     pub fn dispatched(&mut self, d: &mut Dispatched) {
         self.target = d.target.take();
         self.attempts = d.attempts;
-        self.upstream_started = d.upstream_started;
+        self.upstream_started = d.upstream_started.map(Instant::into_std);
     }
 }
 
@@ -61,6 +63,7 @@ pub async fn dispatch(
     targets: Vec<Target>,
     request: ClientRequest,
     request_id: String,
+    deadline: Instant,
 ) -> Dispatched {
     let settings = runtime.retry;
     let mut upstream_started = None;
@@ -97,14 +100,20 @@ pub async fn dispatch(
                 body: body.clone(),
                 request_id: request_id.clone(),
             };
-            let error = match attempt(
+            let tried = attempt(
                 backend.connector.as_ref(),
                 upstream,
                 &target,
                 settings.max_silent_wait,
-            )
-            .await
-            {
+            );
+            let outcome = match tokio::time::timeout_at(deadline, tried).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(GatewayError::UpstreamTimeout(format!(
+                    "the request exceeded server.request_timeout ({}s)",
+                    runtime.relay.request_timeout.as_secs()
+                ))),
+            };
+            let error = match outcome {
                 Ok(answer) => {
                     if backend.breaker.succeeded() {
                         metrics.circuit(&target.backend, false);
@@ -147,15 +156,22 @@ pub async fn dispatch(
                 }
             }
             match retry::judge(&error) {
-                Verdict::Retry { after } if retries < settings.retries => {
-                    retries += 1;
-                    metrics.retry(&target.backend);
-                    match retry::backoff(settings.backoff, retries, after) {
+                // No retry into an open circuit (this failure may have opened it) or past the
+                // request's deadline.
+                Verdict::Retry { after }
+                    if retries < settings.retries && !backend.breaker.is_open() =>
+                {
+                    let wait = retry::backoff(settings.backoff, retries + 1, after)
+                        .filter(|wait| Instant::now() + *wait < deadline);
+                    match wait {
                         Some(wait) => {
+                            retries += 1;
+                            metrics.retry(&target.backend);
                             tokio::time::sleep(wait).await;
                             continue;
                         }
-                        // The upstream asked for a longer wait than we allow: next target.
+                        // The upstream asked for a longer wait than we allow, or the request
+                        // has no time left for it: the next target.
                         None => {
                             last = Some((target, error));
                             break;
@@ -175,6 +191,9 @@ pub async fn dispatch(
                     }
                 }
             }
+        }
+        if timed_out_overall(deadline) {
+            break;
         }
     }
     let (target, error) = match last {
@@ -201,6 +220,10 @@ pub async fn dispatch(
         attempts,
         upstream_started,
     }
+}
+
+fn timed_out_overall(deadline: Instant) -> bool {
+    Instant::now() >= deadline
 }
 
 /// The `kind` label of an upstream error.

@@ -311,3 +311,50 @@ async fn a_context_length_400_is_retried_once_with_a_fitting_max_tokens() {
     assert_eq!(r.status, 400);
     assert_eq!(up.calls().len(), 3);
 }
+
+#[tokio::test]
+async fn a_circuit_opened_by_this_request_returns_the_real_error() {
+    let up = FakeUpstream::start().await;
+    up.set_default(Answer::error(503, "the real reason", "overloaded"));
+    let gw = start(&format!(
+        "{}failure_handling:\n  retries: 5\n  backoff: {{ initial_ms: 1, max_ms: 10 }}\n  circuit_breaker: {{ failures: 2, cooldown: 60 }}\n",
+        openai_backend(&up.url())
+    ))
+    .await;
+    let r = post(gw.addr, CHAT, &[], CHAT_BODY).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "the real reason",
+        "not a circuit message"
+    );
+    assert_eq!(up.calls().len(), 2, "no retry into the circuit it opened");
+    let metrics = tollgate_testkit::client::get(gw.addr, "/metrics", &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains("tollgate_retries_total{backend=\"up\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_circuit_open{backend=\"up\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn request_timeout_names_the_target_it_waited_on() {
+    let up = FakeUpstream::start().await;
+    up.set_default(Answer::Hang);
+    let gw = start(&format!(
+        "{}server:\n  request_timeout: 1\n",
+        openai_backend(&up.url())
+    ))
+    .await;
+    let started = Instant::now();
+    let r = post(gw.addr, CHAT, &[], CHAT_BODY).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+    assert_eq!(r.header("x-tollgate-backend"), Some("up"));
+}
