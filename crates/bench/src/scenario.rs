@@ -1,0 +1,282 @@
+//! Scenarios and how one is measured against one target: warm up, snapshot the proxy's CPU
+//! time and the load core's, drive the load, snapshot again, read the proxy's memory.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::client::{self, Load, Pool, Tally};
+use crate::procfs;
+use crate::stats::Summary;
+use crate::targets::Target;
+
+/// One kind of load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Non-streaming requests at a fixed rate; latency from the scheduled send time.
+    Open { rate: u64 },
+    /// Non-streaming requests on a fixed number of connections, back to back.
+    Closed { concurrency: usize },
+    /// Streams of 20 chunks on a fixed number of connections, back to back.
+    Stream { concurrency: usize },
+    /// Streams opened and held silent, to weigh what each open stream costs.
+    Idle { count: usize },
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scenario::Open { rate } => write!(f, "open loop {rate} req/s"),
+            Scenario::Closed { concurrency } => write!(f, "closed loop c={concurrency}"),
+            Scenario::Stream { concurrency } => write!(
+                f,
+                "stream c={concurrency}, {} chunks",
+                crate::upstream::STREAM_CHUNKS
+            ),
+            Scenario::Idle { count } => write!(f, "{count} idle streams"),
+        }
+    }
+}
+
+/// What one scenario came to on one target.
+#[derive(Debug)]
+pub struct Measurement {
+    pub scenario: Scenario,
+    pub target: String,
+    pub ok: usize,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub latency: Option<Summary>,
+    /// Open loop: how late requests left against the schedule (the generator's error).
+    pub lag: Option<Summary>,
+    /// CPU seconds the proxy used during the measured phase.
+    pub proxy_cpu: Option<f64>,
+    /// CPU seconds the load generator and the upstream used (both on the load core).
+    pub load_cpu: f64,
+    /// CPU seconds the proxy's core was busy with anything else than the proxy (other
+    /// processes, interrupts): the noise in this measurement.
+    pub other_cpu: Option<f64>,
+    /// Proxy VmRSS at the end (idle streams: while they are held), KiB.
+    pub rss_kib: Option<u64>,
+    /// Proxy VmHWM over the scenario, warm-up included, KiB.
+    pub peak_kib: Option<u64>,
+    /// Idle streams: proxy VmRSS before they were opened, KiB.
+    pub baseline_kib: Option<u64>,
+}
+
+impl Measurement {
+    /// Answers (or streams) per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Proxy CPU time per successful request, in microseconds.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.proxy_cpu?;
+        (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64)
+    }
+
+    /// Proxy CPU use over the phase, in % of one core.
+    pub fn proxy_cpu_percent(&self) -> Option<f64> {
+        Some(self.proxy_cpu? * 100.0 / self.elapsed.as_secs_f64().max(1e-9))
+    }
+
+    /// Load-core use over the phase, in % of one core: near 100, the generator is the limit.
+    pub fn load_cpu_percent(&self) -> f64 {
+        self.load_cpu * 100.0 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Work on the proxy's core that was not the proxy's, in % of that core.
+    pub fn other_cpu_percent(&self) -> Option<f64> {
+        Some(self.other_cpu? * 100.0 / self.elapsed.as_secs_f64().max(1e-9))
+    }
+}
+
+/// What every measurement shares.
+pub struct Bench {
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Clock ticks per second, to turn `/proc` CPU times into seconds.
+    pub hz: f64,
+    pub upstream_pid: u32,
+    /// The proxy's core, when pinned.
+    pub proxy_core: Option<usize>,
+    /// Open loop: most connections in use at once.
+    pub max_conns: usize,
+    /// Idle streams opened at a time.
+    pub open_parallel: usize,
+}
+
+/// CPU ticks at one instant.
+struct Snapshot {
+    proxy: Option<u64>,
+    load: u64,
+    /// Busy ticks of the proxy's core, whoever ran there.
+    core: Option<u64>,
+}
+
+impl Bench {
+    fn snapshot(&self, target: &Target) -> Snapshot {
+        let me = procfs::cpu_ticks(std::process::id()).unwrap_or(0);
+        let upstream = procfs::cpu_ticks(self.upstream_pid).unwrap_or(0);
+        Snapshot {
+            proxy: target.cpu_ticks(),
+            load: me + upstream,
+            core: self.proxy_core.and_then(procfs::cpu_busy_ticks),
+        }
+    }
+
+    /// Busy time of the proxy's core minus the proxy's own, between two snapshots.
+    fn other(&self, before: &Snapshot, after: &Snapshot) -> Option<f64> {
+        let core = self.seconds(before.core?, after.core?);
+        let proxy = match (before.proxy, after.proxy) {
+            (Some(b), Some(a)) => self.seconds(b, a),
+            _ => 0.0,
+        };
+        // Both come in whole ticks, counted at slightly different instants.
+        Some((core - proxy).max(0.0))
+    }
+
+    fn seconds(&self, before: u64, after: u64) -> f64 {
+        after.saturating_sub(before) as f64 / self.hz
+    }
+
+    /// Runs `scenario` against `target`.
+    pub async fn measure(&self, scenario: Scenario, target: &Target) -> Measurement {
+        if let Some(pid) = target.mem_pid {
+            procfs::reset_peak(pid);
+        }
+        let stream = !matches!(scenario, Scenario::Open { .. } | Scenario::Closed { .. });
+        let model = match scenario {
+            Scenario::Idle { .. } => format!("{}{}", target.prefix, crate::upstream::IDLE_MODEL),
+            _ => format!("{}m", target.prefix),
+        };
+        let load = Arc::new(Load {
+            addr: target.addr,
+            body: request_body(&model, stream),
+            stream,
+        });
+        if let Scenario::Idle { count } = scenario {
+            return self.measure_idle(count, target, &load).await;
+        }
+
+        let (before, tally, after) = match scenario {
+            Scenario::Open { rate } => {
+                let pool = Arc::new(Pool::default());
+                client::open(&load, &pool, rate, self.warmup, self.max_conns).await;
+                let before = self.snapshot(target);
+                let tally = client::open(&load, &pool, rate, self.duration, self.max_conns).await;
+                (before, tally, self.snapshot(target))
+            }
+            Scenario::Closed { concurrency } | Scenario::Stream { concurrency } => {
+                let mut conns = Vec::new();
+                client::closed(&load, &mut conns, concurrency, self.warmup, None).await;
+                let before = self.snapshot(target);
+                let tally =
+                    client::closed(&load, &mut conns, concurrency, self.duration, None).await;
+                (before, tally, self.snapshot(target))
+            }
+            Scenario::Idle { .. } => unreachable!("handled above"),
+        };
+        self.finish(scenario, target, tally, before, after)
+    }
+
+    fn finish(
+        &self,
+        scenario: Scenario,
+        target: &Target,
+        mut tally: Tally,
+        before: Snapshot,
+        after: Snapshot,
+    ) -> Measurement {
+        let proxy_cpu = match (before.proxy, after.proxy) {
+            (Some(b), Some(a)) => Some(self.seconds(b, a)),
+            _ => None,
+        };
+        Measurement {
+            scenario,
+            target: target.name.clone(),
+            ok: tally.latencies.len(),
+            errors: tally.errors,
+            first_error: tally.first_error.take(),
+            elapsed: tally.elapsed,
+            latency: Summary::of(&mut tally.latencies),
+            lag: Summary::of(&mut tally.lags),
+            proxy_cpu,
+            load_cpu: self.seconds(before.load, after.load),
+            other_cpu: self.other(&before, &after),
+            rss_kib: target.mem_pid.and_then(|p| procfs::status_kib(p, "VmRSS")),
+            peak_kib: target.mem_pid.and_then(|p| procfs::status_kib(p, "VmHWM")),
+            baseline_kib: None,
+        }
+    }
+
+    async fn measure_idle(&self, count: usize, target: &Target, load: &Arc<Load>) -> Measurement {
+        let upstream_fds = procfs::open_fds(self.upstream_pid).unwrap_or(0);
+        let baseline_kib = target.mem_pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
+        let before = self.snapshot(target);
+        let held = client::hold_idle(load, count, self.open_parallel).await;
+        // Let the proxy settle (allocator caches, timers armed) before reading its memory.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = self.snapshot(target);
+        let rss_kib = target.mem_pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
+        let peak_kib = target.mem_pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
+        let setup = held.setup;
+        let (opened, errors, first_error) = (held.opened, held.errors, held.first_error.clone());
+        held.release().await;
+        // The next target needs the upstream's descriptors back: wait for the streams to close.
+        for _ in 0..200 {
+            if procfs::open_fds(self.upstream_pid).unwrap_or(0) <= upstream_fds + 64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Measurement {
+            scenario: Scenario::Idle { count },
+            target: target.name.clone(),
+            ok: opened,
+            errors: errors as u64,
+            first_error,
+            elapsed: setup,
+            latency: None,
+            lag: None,
+            proxy_cpu: match (before.proxy, after.proxy) {
+                (Some(b), Some(a)) => Some(self.seconds(b, a)),
+                _ => None,
+            },
+            load_cpu: self.seconds(before.load, after.load),
+            other_cpu: self.other(&before, &after),
+            rss_kib,
+            peak_kib,
+            baseline_kib,
+        }
+    }
+}
+
+/// A small, realistic chat request.
+pub fn request_body(model: &str, stream: bool) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"Say hello in one short sentence."}}],"max_tokens":64,"temperature":0.2{}}}"#,
+        if stream { r#","stream":true"# } else { "" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_are_json_the_upstream_recognizes() {
+        let body = request_body("up:idle", true);
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        assert!(text.starts_with('{') && text.ends_with('}'));
+        assert!(text.contains(r#""model":"up:idle""#));
+        assert!(text.contains(r#""stream":true"#));
+        assert!(!std::str::from_utf8(&request_body("m", false))
+            .expect("utf-8")
+            .contains("stream"));
+    }
+}
