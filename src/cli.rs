@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use tollgate_core::config::LogFormat;
-use tollgate_core::{Config, Env};
+use tollgate_core::Env;
 use tollgate_server::{Gateway, Runtime};
 
 use crate::load::{default_path, Diagnostic, Loaded, Overrides, Source};
@@ -104,6 +104,12 @@ impl Flags {
 }
 
 pub fn main() -> ExitCode {
+    let code = run();
+    crate::logging::flush();
+    code
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     // Local commands log only warnings unless a level was asked for.
@@ -205,21 +211,8 @@ fn check(source: &Source, loaded: Loaded) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_new(&config.logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 async fn serve(source: Source, loaded: Loaded) -> ExitCode {
-    init_logging(&loaded.config);
+    crate::logging::init(&loaded.config);
     let env = Env::process();
     let runtime = match build(&loaded, &env) {
         Ok(r) => r,
@@ -289,7 +282,7 @@ fn local_gateway(loaded: &Loaded, quiet: bool) -> Result<Arc<Gateway>, ExitCode>
         // Request log lines would mix with the command's own output.
         logging.logging.level = "warn".into();
     }
-    init_logging(&logging);
+    crate::logging::init(&logging);
     let env = Env::process();
     match build(loaded, &env) {
         Ok(runtime) => Ok(Gateway::new(

@@ -3,6 +3,7 @@
 mod cli;
 mod connectors;
 mod load;
+mod logging;
 mod reload;
 
 use std::process::ExitCode;

@@ -63,9 +63,19 @@ fn watch(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = match notify::recommended_watcher(
         move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Only events about the file itself (however it was replaced) or about Kubernetes'
+            // `..data` symlink swap matter: a log file in the same directory must not wake us.
+            let relevant = event.is_ok_and(|e| {
+                e.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|n| {
+                        Some(n) == name.as_deref() || n.to_string_lossy().starts_with("..")
+                    })
+                })
+            });
+            if relevant {
                 // A full channel already holds a pending reload; dropping this event loses nothing.
                 let _ = tx.try_send(Trigger::File);
             }

@@ -12,19 +12,24 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The top-level fields of a JSON object, in the order the client sent them. Each value is
-/// its raw JSON text as a slice of the original body (no copy) or of bytes tollgate wrote,
-/// so cloning the object copies no value.
+/// The top-level fields of a JSON object, in the order the client sent them. Each key (its
+/// UTF-8 text, unescaped) and each value (its raw JSON text) is a slice of the original body —
+/// or of bytes tollgate wrote — so parsing copies nothing and cloning copies no text.
 #[derive(Default, Clone)]
 pub struct JsonObject {
-    fields: Vec<(String, Bytes)>,
+    fields: Vec<(Bytes, Bytes)>,
+}
+
+/// A key as text. Keys are UTF-8: they come from parsed JSON or from `&str`.
+fn key_str(key: &Bytes) -> &str {
+    std::str::from_utf8(key).unwrap_or_default()
 }
 
 impl fmt::Debug for JsonObject {
     // Bodies hold prompts: debug output names the fields only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set()
-            .entries(self.fields.iter().map(|(k, _)| k))
+            .entries(self.fields.iter().map(|(k, _)| key_str(k)))
             .finish()
     }
 }
@@ -116,39 +121,62 @@ impl JsonObject {
         let mut object = JsonObject {
             fields: Vec::with_capacity(fields.0.len()),
         };
-        for (key, raw) in fields.0 {
-            // `raw` borrows from `bytes`: its offset locates the same text in the shared buffer.
-            let text = raw.get();
+        // Borrowed text lies inside `bytes`: its offset locates the same text in the shared
+        // buffer, so a slice of it replaces a copy.
+        let slice_of = |text: &str| {
             let start = text.as_ptr() as usize - base;
-            object.set(&key, bytes.slice(start..start + text.len()));
+            bytes.slice(start..start + text.len())
+        };
+        for (key, raw) in fields.0 {
+            let key = match key {
+                std::borrow::Cow::Borrowed(k) => slice_of(k),
+                // A key with escapes was unescaped into a new string.
+                std::borrow::Cow::Owned(k) => Bytes::from(k),
+            };
+            object.set_key(key, slice_of(raw.get()));
         }
         Ok(object)
     }
 
-    fn set(&mut self, key: &str, value: Bytes) {
-        match self.fields.iter_mut().find(|(k, _)| k == key) {
+    fn position(&self, key: &str) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|(k, _)| k.as_ref() == key.as_bytes())
+    }
+
+    fn set_key(&mut self, key: Bytes, value: Bytes) {
+        match self.fields.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
-            None => self.fields.push((key.to_owned(), value)),
+            None => self.fields.push((key, value)),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: Bytes) {
+        match self.position(key) {
+            Some(at) => self.fields[at].1 = value,
+            None => self
+                .fields
+                .push((Bytes::copy_from_slice(key.as_bytes()), value)),
         }
     }
 
     /// The raw JSON text of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let (_, raw) = self.fields.iter().find(|(k, _)| k == key)?;
+        let (_, raw) = &self.fields[self.position(key)?];
         // Values are JSON text checked by serde_json or written by `insert`: UTF-8.
         std::str::from_utf8(raw).ok()
     }
 
     /// Whether `key` is present (even as `null`).
     pub fn contains(&self, key: &str) -> bool {
-        self.fields.iter().any(|(k, _)| k == key)
+        self.position(key).is_some()
     }
 
     /// `key` decoded as `T`; `None` when absent, `Err` when present with another type.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, String> {
-        match self.fields.iter().find(|(k, _)| k == key) {
+        match self.position(key) {
             None => Ok(None),
-            Some((_, raw)) => serde_json::from_slice(raw)
+            Some(at) => serde_json::from_slice(&self.fields[at].1)
                 .map(Some)
                 .map_err(|e| e.to_string()),
         }
@@ -175,7 +203,7 @@ impl JsonObject {
 
     /// Removes `key`, returning its raw JSON text.
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
-        let at = self.fields.iter().position(|(k, _)| k == key)?;
+        let at = self.position(key)?;
         Some(self.fields.remove(at).1)
     }
 
@@ -183,19 +211,19 @@ impl JsonObject {
     pub fn rename(&mut self, from: &str, to: &str) {
         if self.contains(to) {
             self.remove(from);
-        } else if let Some((k, _)) = self.fields.iter_mut().find(|(k, _)| k == from) {
-            *k = to.to_owned();
+        } else if let Some(at) = self.position(from) {
+            self.fields[at].0 = Bytes::copy_from_slice(to.as_bytes());
         }
     }
 
     /// Keeps only the fields for which `keep` answers true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.fields.retain(|(k, _)| keep(k));
+        self.fields.retain(|(k, _)| keep(key_str(k)));
     }
 
     /// The field names, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(k, _)| k.as_str())
+        self.fields.iter().map(|(k, _)| key_str(k))
     }
 
     /// Writes the object back as compact JSON.
@@ -207,7 +235,7 @@ impl JsonObject {
             if i > 0 {
                 out.extend_from_slice(b",");
             }
-            write_key(&mut out, key);
+            write_key(&mut out, key_str(key));
             out.extend_from_slice(b":");
             out.extend_from_slice(value);
         }

@@ -26,4 +26,4 @@ pub use request::{ClientRequest, Endpoint, Request};
 pub use router::{Router, Target};
 pub use secret::Secret;
 pub use sse::{SseEvent, SseSplitter};
-pub use usage::{Peek, Usage};
+pub use usage::{find_usage, Marks, Peek, Usage};

@@ -63,6 +63,60 @@ impl<'a> Peek<'a> {
     }
 }
 
+/// What a stream chunk carries, found by scanning its bytes, not parsing them. A key can only
+/// appear as a key here: inside a JSON string its quotes would be escaped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// A `usage` object.
+    pub usage: bool,
+    /// A non-null `error`.
+    pub error: bool,
+    /// A non-null `finish_reason`.
+    pub finished: bool,
+}
+
+impl Marks {
+    pub fn scan(json: &[u8]) -> Marks {
+        Marks {
+            usage: value_after(json, b"\"usage\"").any(|v| v == b'{'),
+            error: value_after(json, b"\"error\"").any(|v| v != b'n'),
+            finished: value_after(json, b"\"finish_reason\"").any(|v| v != b'n'),
+        }
+    }
+}
+
+/// For each occurrence of `key` followed by `:`, the first byte of its value.
+fn value_after<'a>(json: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = u8> + 'a {
+    memchr::memmem::find_iter(json, key).filter_map(move |at| {
+        let mut rest = json[at + key.len()..]
+            .iter()
+            .copied()
+            .skip_while(u8::is_ascii_whitespace);
+        if rest.next()? != b':' {
+            return None;
+        }
+        rest.find(|b| !b.is_ascii_whitespace())
+    })
+}
+
+/// The `usage` of a whole response body, read from its last `"usage"` key alone (it sits at
+/// the end in OpenAI's answers), so a long answer is not parsed whole; falls back to a full
+/// read when that fails.
+pub fn find_usage(body: &[u8]) -> Option<Usage> {
+    let key = b"\"usage\"";
+    let at = memchr::memmem::rfind(body, key)?;
+    let rest = &body[at + key.len()..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] == b':' {
+        let mut values =
+            serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Option<Usage>>();
+        if let Some(Ok(usage)) = values.next() {
+            return usage;
+        }
+    }
+    Peek::read(body).usage
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +151,33 @@ mod tests {
         assert!(Peek::read(br#"{"error":null}"#).error.is_none());
         assert!(Peek::read(b"[DONE]").id.is_none());
         assert!(Peek::read(br#"{"choices":[],"usage":null}"#).has_no_choices());
+    }
+
+    #[test]
+    fn marks_are_found_without_parsing() {
+        let m = Marks::scan(
+            br#"{"choices":[{"delta":{"content":"say \"usage\": {"},"finish_reason":null}]}"#,
+        );
+        assert_eq!(m, Marks::default(), "keys inside strings do not count");
+        let m = Marks::scan(
+            br#"{"choices":[{"finish_reason" : "stop"}],"usage": {"prompt_tokens":1}}"#,
+        );
+        assert!(m.finished && m.usage && !m.error);
+        assert!(Marks::scan(br#"{"error":{"message":"x"}}"#).error);
+        assert!(!Marks::scan(br#"{"error":null,"usage":null}"#).error);
+        assert!(!Marks::scan(br#"{"usage":null}"#).usage);
+    }
+
+    #[test]
+    fn usage_is_found_from_the_end() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"the \"usage\": no"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(find_usage(body).map(|u| u.total_tokens), Some(7));
+        assert_eq!(find_usage(br#"{"usage":null}"#), None);
+        assert_eq!(find_usage(br#"{"choices":[]}"#), None);
+        // Usage first, then more fields: still found.
+        let body =
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"id":"z"}"#;
+        assert_eq!(find_usage(body).map(|u| u.completion_tokens), Some(2));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tollgate_core::{ClientRequest, Endpoint, Env, GatewayError, Peek, Problem, Registry};
+use tollgate_core::{find_usage, ClientRequest, Endpoint, Env, GatewayError, Problem, Registry};
 
 use crate::body::Body;
 use crate::dispatch::{dispatch, Answer, AnswerBody};
@@ -257,7 +257,7 @@ fn answer_whole(mut outcome: Outcome, result: Result<Answer, GatewayError>) -> R
             headers,
             body: AnswerBody::Complete(bytes),
         }) => {
-            outcome.usage = Peek::read(&bytes).usage;
+            outcome.usage = find_usage(&bytes);
             outcome.status = 200;
             outcome.completed = true;
             let headers = tollgate_headers(headers, &outcome);

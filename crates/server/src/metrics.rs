@@ -5,11 +5,12 @@
 //! are classes, and models are the routed model names, capped per backend — a client sending
 //! random model names to a default backend cannot grow the series without bound.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use metrics::{Key, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -45,8 +46,74 @@ pub struct Finished<'a> {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// `backend\0model` pairs already used as labels, copied on write (new models are rare).
-    models: ArcSwap<HashSet<String>>,
+    /// Handles of the per-request series, by `backend\0key\0model`, so a request pays a
+    /// hash lookup instead of building and registering six metric keys. Copied on write:
+    /// new combinations are rare, and bounded by the model cap.
+    series: ArcSwap<HashMap<String, Arc<Series>>>,
+    /// Model label values admitted per backend (at most `MODELS_PER_BACKEND` each).
+    models: Mutex<HashMap<String, HashSet<String>>>,
+    inflight: Gauge,
+    keepalives: Counter,
+}
+
+/// The handles one (backend, model label, key) combination records into, each registered
+/// on first use so that series nobody recorded into (a class never answered, tokens of a
+/// backend that reports none) do not appear.
+struct Series {
+    backend: String,
+    model: String,
+    key: String,
+    /// By status class: 2xx, 4xx, 5xx, other.
+    requests: [OnceLock<Counter>; 4],
+    prompt: OnceLock<Counter>,
+    completion: OnceLock<Counter>,
+    duration: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    overhead: OnceLock<Histogram>,
+}
+
+impl Series {
+    fn labels(&self, extra: &[(&'static str, &str)]) -> Vec<Label> {
+        let mut l = vec![
+            Label::new("backend", self.backend.clone()),
+            Label::new("model", self.model.clone()),
+        ];
+        l.extend(extra.iter().map(|(k, v)| Label::new(*k, v.to_string())));
+        l
+    }
+
+    fn requests(&self, r: &PrometheusRecorder, class: usize) -> &Counter {
+        const CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
+        self.requests[class].get_or_init(|| {
+            let labels = self.labels(&[("status", CLASSES[class]), ("key", &self.key)]);
+            r.register_counter(&Key::from_parts("tollgate_requests_total", labels), &META)
+        })
+    }
+
+    fn tokens(&self, r: &PrometheusRecorder, kind: &'static str) -> &Counter {
+        let cell = if kind == "prompt" {
+            &self.prompt
+        } else {
+            &self.completion
+        };
+        cell.get_or_init(|| {
+            let labels = self.labels(&[("key", &self.key), ("kind", kind)]);
+            r.register_counter(&Key::from_parts("tollgate_tokens_total", labels), &META)
+        })
+    }
+
+    fn histogram<'a>(
+        &self,
+        r: &PrometheusRecorder,
+        cell: &'a OnceLock<Histogram>,
+        name: &'static str,
+    ) -> &'a Histogram {
+        cell.get_or_init(|| {
+            let labels = vec![Label::new("backend", self.backend.clone())];
+            r.register_histogram(&Key::from_parts(name, labels), &META)
+        })
+    }
 }
 
 impl Default for Metrics {
@@ -72,10 +139,17 @@ impl Metrics {
         }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
+        let inflight =
+            recorder.register_gauge(&Key::from_static_name("tollgate_inflight_requests"), &META);
+        let keepalives =
+            recorder.register_counter(&Key::from_static_name("tollgate_keepalives_total"), &META);
         let metrics = Metrics {
             recorder,
             handle,
-            models: ArcSwap::from_pointee(HashSet::new()),
+            series: ArcSwap::from_pointee(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
+            inflight,
+            keepalives,
         };
         metrics.describe();
         metrics
@@ -163,98 +237,117 @@ impl Metrics {
             .increment(n);
     }
 
-    fn histogram(&self, name: &'static str, labels: Vec<Label>, value: Duration) {
-        self.recorder
-            .register_histogram(&Key::from_parts(name, labels), &META)
-            .record(value.as_secs_f64());
-    }
-
     /// A model label value: the model itself while the backend has fewer than
     /// `MODELS_PER_BACKEND` distinct ones, `other` after that.
     fn model_label(&self, backend: &str, model: &str) -> String {
-        let id = format!("{backend}\0{model}");
-        let known = self.models.load();
-        if known.contains(&id) {
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        let known = models.entry(backend.to_owned()).or_default();
+        if known.contains(model) {
             return model.to_owned();
         }
-        let prefix = format!("{backend}\0");
-        if known.iter().filter(|k| k.starts_with(&prefix)).count() >= MODELS_PER_BACKEND {
+        if known.len() >= MODELS_PER_BACKEND {
             return "other".to_owned();
         }
-        self.models.rcu(|set| {
-            let mut set = HashSet::clone(set);
-            set.insert(id.clone());
-            set
-        });
+        known.insert(model.to_owned());
         model.to_owned()
+    }
+
+    /// The series of one combination, registered on first use.
+    fn series(&self, backend: &str, model: &str, key: &str) -> Arc<Series> {
+        thread_local! {
+            static ID: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let cached = ID.with(|id| {
+            let mut id = id.borrow_mut();
+            id.clear();
+            for part in [backend, "\0", key, "\0", model] {
+                id.push_str(part);
+            }
+            self.series.load().get(id.as_str()).cloned()
+        });
+        if let Some(series) = cached {
+            return series;
+        }
+        // Slow path, once per combination (the lock only guards the model cap).
+        let label = match backend {
+            "" => String::new(),
+            b => self.model_label(b, model),
+        };
+        let admitted = label == model;
+        let series = Arc::new(Series {
+            backend: backend.to_owned(),
+            model: label,
+            key: key.to_owned(),
+            requests: Default::default(),
+            prompt: OnceLock::new(),
+            completion: OnceLock::new(),
+            duration: OnceLock::new(),
+            ttft: OnceLock::new(),
+            upstream: OnceLock::new(),
+            overhead: OnceLock::new(),
+        });
+        // A model past the cap is not cached under its own name: random names must not grow
+        // the cache either. They take this slow path each time.
+        if admitted {
+            let id = format!("{backend}\0{key}\0{model}");
+            let added = series.clone();
+            self.series.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                map.insert(id.clone(), added.clone());
+                map
+            });
+        }
+        series
     }
 
     /// Records a finished request.
     pub fn finished(&self, f: &Finished<'_>) {
-        let backend = f.backend.unwrap_or("").to_owned();
-        let model = match (f.backend, f.model) {
-            (Some(b), Some(m)) => self.model_label(b, m),
-            _ => String::new(),
-        };
-        let key = f.key.unwrap_or("").to_owned();
-        let class = match f.status {
-            200..=299 => "2xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
-        };
-        self.counter(
-            "tollgate_requests_total",
-            vec![
-                Label::new("backend", backend.clone()),
-                Label::new("model", model.clone()),
-                Label::new("status", class),
-                Label::new("key", key.clone()),
-            ],
-            1,
+        let series = self.series(
+            f.backend.unwrap_or(""),
+            f.model.filter(|_| f.backend.is_some()).unwrap_or(""),
+            f.key.unwrap_or(""),
         );
-        let by_backend = || vec![Label::new("backend", backend.clone())];
-        self.histogram("tollgate_request_duration_seconds", by_backend(), f.total);
+        let class = match f.status {
+            200..=299 => 0,
+            400..=499 => 1,
+            500..=599 => 2,
+            _ => 3,
+        };
+        let r = &self.recorder;
+        series.requests(r, class).increment(1);
+        series
+            .histogram(r, &series.duration, "tollgate_request_duration_seconds")
+            .record(f.total.as_secs_f64());
         if let Some(ttft) = f.first_token {
-            self.histogram("tollgate_time_to_first_token_seconds", by_backend(), ttft);
+            series
+                .histogram(r, &series.ttft, "tollgate_time_to_first_token_seconds")
+                .record(ttft.as_secs_f64());
         }
         if let Some(up) = f.upstream {
-            self.histogram("tollgate_upstream_duration_seconds", by_backend(), up);
-            self.histogram(
-                "tollgate_gateway_overhead_seconds",
-                by_backend(),
-                f.total.saturating_sub(up),
-            );
+            series
+                .histogram(r, &series.upstream, "tollgate_upstream_duration_seconds")
+                .record(up.as_secs_f64());
+            series
+                .histogram(r, &series.overhead, "tollgate_gateway_overhead_seconds")
+                .record(f.total.saturating_sub(up).as_secs_f64());
         }
         if let Some(usage) = f.usage {
-            for (kind, n) in [
-                ("prompt", usage.prompt_tokens),
-                ("completion", usage.completion_tokens),
-            ] {
-                if n > 0 {
-                    self.counter(
-                        "tollgate_tokens_total",
-                        vec![
-                            Label::new("backend", backend.clone()),
-                            Label::new("model", model.clone()),
-                            Label::new("key", key.clone()),
-                            Label::new("kind", kind),
-                        ],
-                        n,
-                    );
-                }
+            if usage.prompt_tokens > 0 {
+                series.tokens(r, "prompt").increment(usage.prompt_tokens);
+            }
+            if usage.completion_tokens > 0 {
+                series
+                    .tokens(r, "completion")
+                    .increment(usage.completion_tokens);
             }
         }
     }
 
     pub fn inflight(&self, delta: f64) {
-        let gauge = self
-            .recorder
-            .register_gauge(&Key::from_static_name("tollgate_inflight_requests"), &META);
         if delta >= 0.0 {
-            gauge.increment(delta);
+            self.inflight.increment(delta);
         } else {
-            gauge.decrement(-delta);
+            self.inflight.decrement(-delta);
         }
     }
 
@@ -286,7 +379,7 @@ impl Metrics {
     }
 
     pub fn keepalive(&self) {
-        self.counter("tollgate_keepalives_total", Vec::new(), 1);
+        self.keepalives.increment(1);
     }
 
     pub fn circuit(&self, backend: &str, open: bool) {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::config::KeepaliveFormat;
-use tollgate_core::{EventStream, GatewayError, Peek, SseEvent};
+use tollgate_core::{find_usage, EventStream, GatewayError, Marks, Peek, SseEvent};
 
 use crate::dispatch::{AnswerBody, Dispatched};
 use crate::outcome::Outcome;
@@ -251,17 +251,18 @@ impl Relay {
             self.seen.done = true;
             return;
         }
-        let peek = Peek::read(&payload);
-        if peek.error.is_some() {
-            self.seen.error_frame = true;
+        // Most chunks carry only a delta: scan for what matters, parse only what has it.
+        let marks = Marks::scan(&payload);
+        self.seen.error_frame |= marks.error;
+        self.seen.finish_reason |= marks.finished;
+        if marks.usage {
+            if let Some(usage) = find_usage(&payload) {
+                self.outcome.usage = Some(usage);
+            }
         }
-        if peek.finished() {
-            self.seen.finish_reason = true;
-        }
-        if let Some(usage) = peek.usage {
-            self.outcome.usage = Some(usage);
-        }
-        if self.seen.id.is_none() {
+        // `chunk` keepalives reuse the stream's id and model: read them once.
+        if self.settings.keepalive_format == KeepaliveFormat::Chunk && self.seen.id.is_none() {
+            let peek = Peek::read(&payload);
             self.seen.id = peek.id.map(|s| s.into_owned());
             self.seen.model = peek.model.map(|s| s.into_owned());
             self.seen.created = peek.created;

@@ -170,6 +170,7 @@ impl OpenAiCompatible {
         }
         let upstream = Upstream {
             name: Arc::from(ctx.name),
+            uris: Upstream::endpoint_uris(&base),
             base,
             key,
             headers,

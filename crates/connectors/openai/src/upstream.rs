@@ -22,6 +22,8 @@ pub(crate) struct Upstream {
     pub name: Arc<str>,
     /// `api_url` without a trailing `/`.
     pub base: String,
+    /// `{base}/{path}` for each endpoint, parsed once.
+    pub uris: Vec<(&'static str, http::Uri)>,
     /// Kept to scrub it from upstream error bodies; never logged or returned.
     pub key: Option<Secret>,
     /// Headers sent with every request: `Authorization` (marked sensitive) and config headers.
@@ -36,12 +38,28 @@ impl Upstream {
     pub fn request(&self, method: Method, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
-        // `base` was checked to parse as a URI when the connector was built.
-        *req.uri_mut() = format!("{}/{}", self.base, path)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        *req.uri_mut() = self.uri(path);
         *req.headers_mut() = self.headers.clone();
         req
+    }
+
+    /// `{base}/{path}`; the endpoints' URIs are built once (a `Uri` clones by reference count).
+    fn uri(&self, path: &str) -> http::Uri {
+        if let Some((_, uri)) = self.uris.iter().find(|(p, _)| *p == path) {
+            return uri.clone();
+        }
+        // `base` was checked to parse as a URI when the connector was built.
+        format!("{}/{}", self.base, path)
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"))
+    }
+
+    /// The URIs of every endpoint path below `base`.
+    pub fn endpoint_uris(base: &str) -> Vec<(&'static str, http::Uri)> {
+        ["chat/completions", "completions", "embeddings", "models"]
+            .into_iter()
+            .filter_map(|p| Some((p, format!("{base}/{p}").parse().ok()?)))
+            .collect()
     }
 
     /// Sends and waits for the response headers, within `timeout`.
