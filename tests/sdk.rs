@@ -51,6 +51,7 @@ fn run_sdk(format: &str) {
     );
     assert!(stdout.contains("ok"), "{stdout}");
     // The keepalives really were on the wire: the slow stream's log line shows a long TTFT.
+    assert!(gw.wait_log("\"backend\":\"slow\"", std::time::Duration::from_secs(2)));
     assert!(gw
         .logs()
         .iter()
