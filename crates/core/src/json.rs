@@ -160,6 +160,11 @@ impl JsonObject {
         }
     }
 
+    /// The raw JSON bytes of `key` (no UTF-8 check: for looking at its first byte).
+    pub fn raw(&self, key: &str) -> Option<&[u8]> {
+        Some(&self.fields[self.position(key)?].1)
+    }
+
     /// The raw JSON text of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         let (_, raw) = &self.fields[self.position(key)?];

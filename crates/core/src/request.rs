@@ -84,7 +84,7 @@ impl ClientRequest {
         };
         match endpoint {
             Endpoint::ChatCompletions => {
-                match body.get("messages") {
+                match body.raw("messages") {
                     None => {
                         return Err(GatewayError::invalid_field(
                             "messages",
@@ -92,7 +92,7 @@ impl ClientRequest {
                         ))
                     }
                     // Raw values carry no surrounding white space, so the first byte tells the kind.
-                    Some(raw) if !raw.starts_with('[') => {
+                    Some(raw) if !raw.starts_with(b"[") => {
                         return Err(GatewayError::invalid_field(
                             "messages",
                             "field `messages` must be an array",

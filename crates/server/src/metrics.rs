@@ -6,6 +6,7 @@
 //! random model names to a default backend cannot grow the series without bound.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -49,11 +50,35 @@ pub struct Metrics {
     /// Handles of the per-request series, by `backend\0key\0model`, so a request pays a
     /// hash lookup instead of building and registering six metric keys. Copied on write:
     /// new combinations are rare, and bounded by the model cap.
-    series: ArcSwap<HashMap<String, Arc<Series>>>,
+    series: ArcSwap<HashMap<String, Arc<Series>, BuildHasherDefault<Fnv>>>,
     /// Model label values admitted per backend (at most `MODELS_PER_BACKEND` each).
     models: Mutex<HashMap<String, HashSet<String>>>,
     inflight: Gauge,
     keepalives: Counter,
+}
+
+/// FNV-1a: the series cache hashes a short key once per request; SipHash's protection against
+/// chosen keys is not needed there (its keys are capped) and costs several times more.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// The handles one (backend, model label, key) combination records into, each registered
@@ -146,7 +171,7 @@ impl Metrics {
         let metrics = Metrics {
             recorder,
             handle,
-            series: ArcSwap::from_pointee(HashMap::new()),
+            series: ArcSwap::from_pointee(HashMap::default()),
             models: Mutex::new(HashMap::new()),
             inflight,
             keepalives,
