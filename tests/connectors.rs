@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tollgate_core::{Config, Env, Registry};
-use tollgate_server::{Gateway, Runtime};
+use tollgate_server::{Gateway, Runtime, Serving};
 use tollgate_testkit::client::{get, post, sse_data, stream_text, Collected};
 use tollgate_testkit::{chunk_event, nim, Answer, FakeUpstream, Options, Step, StreamEnd};
 
@@ -23,15 +22,8 @@ const OR_KEY: &str = "sk-or-v1-SECRET-abcdef";
 
 struct TestGateway {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    /// Serving until the test ends.
+    _serving: Serving,
 }
 
 fn registry() -> Registry {
@@ -57,22 +49,12 @@ async fn start(yaml: &str, vars: &[(&str, &str)]) -> TestGateway {
         Err(problems) => panic!("test config invalid: {problems:?}"),
     };
     let gateway = Gateway::new(runtime, registry, env);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let serving = Serving::start(gateway, "127.0.0.1:0")
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(tollgate_server::serve(
-        listener,
-        gateway,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+        .expect("bind 127.0.0.1:0");
     TestGateway {
-        addr,
-        stop: Some(stop),
+        addr: serving.addr(),
+        _serving: serving,
     }
 }
 

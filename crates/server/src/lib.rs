@@ -90,3 +90,40 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
     }
 }
+
+/// A gateway serving on a background task: for running tollgate inside another program, and
+/// for tests. Dropping it stops accepting and gives open requests a second to finish.
+pub struct Serving {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Serving {
+    /// Binds `addr` (`127.0.0.1:0` picks a free port) and serves `gateway` there.
+    pub async fn start(gateway: Arc<Gateway>, addr: &str) -> std::io::Result<Serving> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        tokio::spawn(serve(listener, gateway, shutdown, Duration::from_secs(1)));
+        Ok(Serving {
+            addr,
+            stop: Some(stop),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -3,11 +3,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::oneshot;
 use tollgate_core::{Config, Env, Registry};
-use tollgate_server::{Gateway, Runtime};
+use tollgate_server::{Gateway, Runtime, Serving};
 use tollgate_testkit::client::Collected;
 
 /// Upstream key used by tests; asserted never to reach a client.
@@ -18,15 +15,8 @@ pub struct TestGateway {
     /// The gateway itself, for tests that reload or inspect it.
     #[allow(dead_code)]
     pub gateway: Arc<Gateway>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    /// Serving until the test ends.
+    _serving: Serving,
 }
 
 pub fn registry() -> Registry {
@@ -49,23 +39,13 @@ pub async fn start_with_env(yaml: &str, vars: HashMap<String, String>) -> TestGa
         Err(problems) => panic!("test config invalid: {problems:?}"),
     };
     let gateway = Gateway::new(runtime, registry, env);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let serving = Serving::start(gateway.clone(), "127.0.0.1:0")
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(tollgate_server::serve(
-        listener,
-        gateway.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+        .expect("bind 127.0.0.1:0");
     TestGateway {
-        addr,
+        addr: serving.addr(),
         gateway,
-        stop: Some(stop),
+        _serving: serving,
     }
 }
 
