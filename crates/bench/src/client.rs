@@ -86,9 +86,11 @@ async fn usable(sender: Option<Sender>, addr: SocketAddr) -> Result<Sender, Stri
     connect(addr).await
 }
 
-/// Sends one request and reads its whole answer. `Ok(Err)` is a wrong answer on a healthy
-/// connection; `Err` a broken connection.
-async fn exchange(sender: &mut Sender, load: &Load) -> Result<Result<(), String>, String> {
+/// Sends the load's request; resolves with the response head.
+async fn send(
+    sender: &mut Sender,
+    load: &Load,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let req = Request::builder()
         .method(Method::POST)
         .uri("/v1/chat/completions")
@@ -96,10 +98,16 @@ async fn exchange(sender: &mut Sender, load: &Load) -> Result<Result<(), String>
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(load.body.clone()))
         .map_err(|e| e.to_string())?;
-    let resp = sender
+    sender
         .send_request(req)
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// Sends one request and reads its whole answer. `Ok(Err)` is a wrong answer on a healthy
+/// connection; `Err` a broken connection.
+async fn exchange(sender: &mut Sender, load: &Load) -> Result<Result<(), String>, String> {
+    let resp = send(sender, load).await?;
     let status = resp.status();
     let mut body = resp.into_body();
     // The last bytes seen, to check a stream ended with `[DONE]` and not an error event.
@@ -370,17 +378,7 @@ pub async fn hold_idle(load: &Arc<Load>, count: usize, parallel: usize) -> IdleS
 /// One idle stream: its connection and the body, open, after the first event arrived.
 async fn open_one(load: &Load) -> Result<(Sender, hyper::body::Incoming), String> {
     let mut sender = connect(load.addr).await?;
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/v1/chat/completions")
-        .header(HOST, "127.0.0.1")
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(load.body.clone()))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+    let resp = send(&mut sender, load).await?;
     if resp.status() != StatusCode::OK {
         return Err(format!("status {}", resp.status()));
     }
