@@ -187,12 +187,6 @@ impl JsonObject {
         }
     }
 
-    /// Sets `key` to a raw JSON value, replacing an existing one in place.
-    pub fn insert_raw(&mut self, key: &str, value: Box<RawValue>) {
-        let text: Box<str> = value.into();
-        self.set(key, Bytes::from(text.into_boxed_bytes()));
-    }
-
     /// Sets `key` to JSON text the caller vouches for (a constant).
     pub fn insert_raw_text(&mut self, key: &str, json: &'static str) {
         self.set(key, Bytes::from_static(json.as_bytes()));

@@ -33,28 +33,15 @@ pub struct Peek<'a> {
     /// Present (and not null) on an error frame.
     #[serde(default)]
     pub error: Option<IgnoredAny>,
+    /// The choices, unread: only their number matters (see `has_no_choices`).
     #[serde(default)]
-    pub choices: Option<Vec<ChoicePeek>>,
-}
-
-/// The part of a choice the gateway reads.
-#[derive(Debug, Default, Deserialize)]
-pub struct ChoicePeek {
-    #[serde(default)]
-    pub finish_reason: Option<IgnoredAny>,
+    pub choices: Option<Vec<IgnoredAny>>,
 }
 
 impl<'a> Peek<'a> {
     /// Reads `json`; anything that is not a JSON object reads as empty.
     pub fn read(json: &'a [u8]) -> Peek<'a> {
         serde_json::from_slice(json).unwrap_or_default()
-    }
-
-    /// Whether a choice in this chunk carries a `finish_reason`.
-    pub fn finished(&self) -> bool {
-        self.choices
-            .as_ref()
-            .is_some_and(|c| c.iter().any(|c| c.finish_reason.is_some()))
     }
 
     /// Whether this chunk has no choices (the shape of OpenAI's extra usage-only chunk).
@@ -128,7 +115,6 @@ mod tests {
         );
         assert_eq!(p.id.as_deref(), Some("c1"));
         assert_eq!(p.model.as_deref(), Some("m"));
-        assert!(!p.finished());
         assert!(p.usage.is_none());
         assert!(p.error.is_none());
     }
@@ -138,7 +124,6 @@ mod tests {
         let p = Peek::read(
             br#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
         );
-        assert!(p.finished());
         assert_eq!(
             p.usage,
             Some(Usage {

@@ -81,9 +81,8 @@ pub async fn dispatch(
             tracing::info!(request_id = %request_id, from = %from.backend, to = %target.backend, "falling back to the next target");
             metrics.fallback(&from.backend);
         }
-        // Cloning a body copies no value: values are slices of the client's body.
-        let mut body = request.body.clone();
-        let mut budget_shrunk = false;
+        // A smaller output budget, once the upstream said the request overflows its context.
+        let mut budget: Option<u64> = None;
         let mut retries = 0;
         loop {
             let permit = backend.breaker.permit();
@@ -93,18 +92,23 @@ pub async fn dispatch(
             }
             attempts += 1;
             upstream_started.get_or_insert_with(Instant::now);
+            // Cloning a body copies no value: keys and values are slices of the client's body.
+            let mut body = request.body.clone();
+            if let Some(budget) = budget {
+                retry::apply_budget(&mut body, budget);
+            }
             let upstream = Request {
                 endpoint: request.endpoint,
                 model: target.model.clone(),
                 stream: request.stream,
-                body: body.clone(),
+                body,
                 request_id: request_id.clone(),
             };
             let tried = attempt(
                 backend.connector.as_ref(),
                 upstream,
                 &target,
-                settings.max_silent_wait,
+                runtime.relay.max_silent_wait,
             );
             let outcome = match tokio::time::timeout_at(deadline, tried).await {
                 Ok(outcome) => outcome,
@@ -147,11 +151,10 @@ pub async fn dispatch(
                 "attempt failed"
             );
             // The output budget overflowed the context: once, ask for what fits.
-            if !budget_shrunk {
-                if let Some(budget) = retry::fitting_budget(&error, &body) {
-                    budget_shrunk = true;
-                    retry::apply_budget(&mut body, budget);
-                    tracing::info!(request_id = %request_id, budget, "retrying with a smaller max_tokens");
+            if budget.is_none() {
+                if let Some(fits) = retry::fitting_budget(&error, &request.body) {
+                    budget = Some(fits);
+                    tracing::info!(request_id = %request_id, budget = fits, "retrying with a smaller max_tokens");
                     continue;
                 }
             }

@@ -30,7 +30,8 @@ pub struct RelaySettings {
     pub keepalive_interval: Duration,
     pub keepalive_format: KeepaliveFormat,
     pub request_timeout: Duration,
-    /// A stream silent this long (keepalives aside) is ended with an error.
+    /// A stream silent this long (keepalives aside) is ended with an error; also the wait for
+    /// a stream's first event once its headers arrived (dispatch).
     pub max_silent_wait: Duration,
 }
 
@@ -40,8 +41,6 @@ pub struct RetrySettings {
     /// Retries per target after its first attempt.
     pub retries: u32,
     pub backoff: Backoff,
-    /// Bound on waiting for a stream's first event once its headers arrived.
-    pub max_silent_wait: Duration,
 }
 
 /// A complete, validated gateway configuration, ready to serve.
@@ -125,7 +124,6 @@ impl Runtime {
             retry: RetrySettings {
                 retries: config.failure_handling.retries,
                 backoff: config.failure_handling.backoff,
-                max_silent_wait: Duration::from_secs(config.failure_handling.max_silent_wait),
             },
             max_body_bytes: config.server.max_body_bytes,
             config: Arc::new(config),
