@@ -121,15 +121,15 @@ impl Gateway {
             }
             "/chat/completions" => {
                 require(&method, Method::POST, path, "POST")?;
-                Ok(self.proxy(Endpoint::ChatCompletions, req, request_id).await)
+                Ok(Box::pin(self.proxy(Endpoint::ChatCompletions, req, request_id)).await)
             }
             "/completions" => {
                 require(&method, Method::POST, path, "POST")?;
-                Ok(self.proxy(Endpoint::Completions, req, request_id).await)
+                Ok(Box::pin(self.proxy(Endpoint::Completions, req, request_id)).await)
             }
             "/embeddings" => {
                 require(&method, Method::POST, path, "POST")?;
-                Ok(self.proxy(Endpoint::Embeddings, req, request_id).await)
+                Ok(Box::pin(self.proxy(Endpoint::Embeddings, req, request_id)).await)
             }
             "/metrics" if path == "/metrics" => {
                 require(&method, Method::GET, path, "GET")?;
@@ -147,12 +147,12 @@ impl Gateway {
             }
             "/models" => {
                 require(&method, Method::GET, path, "GET")?;
-                catalogue::list(&self.runtime(), req.headers(), None).await
+                Box::pin(catalogue::list(&self.runtime(), req.headers(), None)).await
             }
             p if p.starts_with("/models/") && p.len() > "/models/".len() => {
                 require(&method, Method::GET, path, "GET")?;
                 let id = percent_decode(&p["/models/".len()..]);
-                catalogue::list(&self.runtime(), req.headers(), Some(&id)).await
+                Box::pin(catalogue::list(&self.runtime(), req.headers(), Some(&id))).await
             }
             _ => Err(GatewayError::NotFound(format!("no endpoint at {path}"))),
         }
@@ -340,7 +340,7 @@ where
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(GatewayError::RequestTooLarge { limit })
         }

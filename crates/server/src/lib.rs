@@ -36,7 +36,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let builders = Arc::new((
+        hyper::server::conn::http1::Builder::new(),
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
+    ));
     // Histogram samples are buffered until folded; fold them even when nobody scrapes.
     let upkeep = {
         let gateway = gateway.clone();
@@ -68,10 +71,19 @@ pub async fn serve(
                     let gateway = gateway.clone();
                     async move { Ok::<_, Infallible>(gateway.handle(req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let (builders, watcher) = (builders.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let ended = match sniff(&stream).await {
+                        Protocol::Http2 => {
+                            let conn = builders.1.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Protocol::Http1 => {
+                            let conn = builders.0.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -89,6 +101,36 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
     }
+}
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Tells cleartext HTTP/2 (prior knowledge: the connection preface) from HTTP/1.1 by peeking
+/// at the first bytes, so that hyper reads them itself: a replayed prefix would make the
+/// HTTP/1 read buffer grow to twice its size on every connection.
+async fn sniff(stream: &tokio::net::TcpStream) -> Protocol {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    // A preface split across packets is rare; wait for the rest a little at a time (peeking
+    // does not consume, so the socket stays readable), up to about a second.
+    for _ in 0..200 {
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) => n,
+            // Errors and end of stream are HTTP/1's to report.
+            Err(_) => return Protocol::Http1,
+        };
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return Protocol::Http1;
+        }
+        if n == PREFACE.len() {
+            return Protocol::Http2;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Protocol::Http1
 }
 
 /// A gateway serving on a background task: for running tollgate inside another program, and
