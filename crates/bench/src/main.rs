@@ -57,11 +57,12 @@ struct RunArgs {
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
     /// Targets, in the order each scenario visits them: direct, tollgate, tollgate-quiet
-    /// (logging.level warn: no per-request log line), nginx
+    /// (logging.level warn: no per-request log line), tollgate-h2c (HTTP/2 with prior
+    /// knowledge to the upstream: `http2_only: true`), nginx
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,tollgate,tollgate-quiet,nginx"
+        default_value = "direct,tollgate,tollgate-quiet,tollgate-h2c,nginx"
     )]
     targets: Vec<String>,
     /// Scenarios to run: open, closed, stream, idle
@@ -104,9 +105,9 @@ struct DriveArgs {
     /// Where to send the load
     #[arg(long)]
     addr: SocketAddr,
-    /// The model to ask for (`up:m` through tollgate, `m` directly)
-    #[arg(long, default_value = "up:m")]
-    model: String,
+    /// The model to ask for (`m` directly); through tollgate `up:m`, or `up:idle` with `--idle`
+    #[arg(long)]
+    model: Option<String>,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     #[arg(long, default_value_t = 10.0)]
@@ -264,7 +265,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
     for name in &args.targets {
         let target = match name.as_str() {
             "direct" => Target::direct(upstream_addr),
-            "tollgate" | "tollgate-quiet" => {
+            "tollgate" | "tollgate-quiet" | "tollgate-h2c" => {
                 if !args.tollgate.exists() {
                     return Err(format!(
                         "{} not found: build it first (cargo build --release)",
@@ -274,7 +275,12 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
                 let spec = TollgateSpec {
                     name,
                     binary: &args.tollgate,
-                    log_level: if name == "tollgate" { "info" } else { "warn" },
+                    log_level: if name == "tollgate-quiet" {
+                        "warn"
+                    } else {
+                        "info"
+                    },
+                    http2_only: name == "tollgate-h2c",
                 };
                 targets::start_tollgate(&spec, &dir, upstream_addr, proxy_core).await?
             }
@@ -293,7 +299,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
         targets.push(target);
     }
     notes.push(
-        "tollgate runs with `logging.format: json`, `level: info`: one log line per request, written to a pipe the runner drains (as under a container runtime); tollgate-quiet with `level: warn`; nginx with `access_log off`"
+        "tollgate runs with `logging.format: json`, `level: info`: one log line per request, written to a pipe the runner drains (as under a container runtime); tollgate-quiet with `level: warn`; tollgate-h2c as tollgate, speaking HTTP/2 (h2c, prior knowledge) to the upstream; nginx with `access_log off` and HTTP/1.1 to the upstream"
             .into(),
     );
 
@@ -403,7 +409,14 @@ fn revision() -> String {
 async fn drive(args: DriveArgs) -> ExitCode {
     let load = Arc::new(client::Load {
         addr: args.addr,
-        body: scenario::request_body(&args.model, args.stream || args.idle.is_some()),
+        body: scenario::request_body(
+            args.model.as_deref().unwrap_or(if args.idle.is_some() {
+                "up:idle"
+            } else {
+                "up:m"
+            }),
+            args.stream || args.idle.is_some(),
+        ),
         stream: args.stream,
     });
     if let Some(count) = args.idle {

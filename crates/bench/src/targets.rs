@@ -220,6 +220,8 @@ pub struct TollgateSpec<'a> {
     pub binary: &'a Path,
     /// `logging.level`: tollgate's default `info` writes one line per request.
     pub log_level: &'a str,
+    /// The backend option `http2_only`: one multiplexed h2c connection to the upstream.
+    pub http2_only: bool,
 }
 
 /// Starts tollgate with an `openai` backend `up` in front of the fake upstream.
@@ -247,11 +249,13 @@ backends:
     api_key: bench-upstream-key
     models: ["m", "idle"]
     health_check: false
+    http2_only: {http2_only}
 logging:
   format: json
   level: {level}
 "#,
         level = spec.log_level,
+        http2_only = spec.http2_only,
     );
     // The configuration sits alone in its directory: tollgate watches that directory for
     // reloads, and a busy file beside it (a log) would wake the watcher on every write.

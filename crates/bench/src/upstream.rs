@@ -19,7 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// Content chunks in a streamed answer (a `[DONE]` event follows them).
@@ -74,8 +74,10 @@ pub fn run(port: u16) -> std::io::Result<()> {
         writeln!(out, "{port}")?;
         out.flush()?;
         let events: Arc<[Bytes]> = stream_events().into();
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.keep_alive(true);
+        // HTTP/1.1, and h2c for a gateway told to speak HTTP/2 to its backend.
+        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // The idle-streams scenario holds 10,000 streams, which an h2c gateway multiplexes.
+        http.http2().max_concurrent_streams(100_000);
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -89,7 +91,9 @@ pub fn run(port: u16) -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let events = events.clone();
             let service = hyper::service::service_fn(move |req| answer(req, events.clone()));
-            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;
             });

@@ -21,6 +21,9 @@ pub enum Protocol {
     Auto,
     /// HTTP/1.1 only (NIM: long HTTP/2 streams drop).
     Http1Only,
+    /// HTTP/2 only: over TLS by ALPN, and on `http://` with prior knowledge (h2c). Every
+    /// request to the backend is a stream on one shared connection.
+    Http2Only,
 }
 
 /// Builds a client with its own connection pool.
@@ -37,9 +40,11 @@ pub fn build_client(protocol: Protocol, connect_timeout: Duration) -> HttpClient
     let https = match protocol {
         Protocol::Auto => builder.enable_all_versions().wrap_connector(tcp),
         Protocol::Http1Only => builder.enable_http1().wrap_connector(tcp),
+        Protocol::Http2Only => builder.enable_http2().wrap_connector(tcp),
     };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(protocol == Protocol::Http2Only)
         .build(https)
 }
 

@@ -34,12 +34,16 @@ pub const OPENAI: Settings = Settings {
 #[serde(deny_unknown_fields, default)]
 struct OpenAiOptions {
     models_refresh: u64,
+    /// Speak HTTP/2 only: h2c with prior knowledge on `http://` (servers and sidecars that
+    /// speak it), h2 over TLS. One connection then carries every request to the backend.
+    http2_only: bool,
 }
 
 impl Default for OpenAiOptions {
     fn default() -> Self {
         OpenAiOptions {
             models_refresh: DEFAULT_MODELS_REFRESH,
+            http2_only: false,
         }
     }
 }
@@ -52,7 +56,15 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
     let common = CommonOptions {
         models_refresh: options.models_refresh,
     };
-    let connector = OpenAiCompatible::build(ctx, &OPENAI, common, Arc::new(NoHooks))?;
+    let settings = if options.http2_only {
+        Settings {
+            protocol: Protocol::Http2Only,
+            ..OPENAI
+        }
+    } else {
+        OPENAI
+    };
+    let connector = OpenAiCompatible::build(ctx, &settings, common, Arc::new(NoHooks))?;
     Ok(Arc::new(connector))
 }
 

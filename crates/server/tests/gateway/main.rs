@@ -9,5 +9,6 @@ mod catalogue;
 mod failures;
 mod input;
 mod metrics;
+mod protocols;
 mod proxy;
 mod streaming;
