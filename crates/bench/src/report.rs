@@ -17,6 +17,7 @@ pub struct Context {
     /// Each CPU's use in the second before the run started.
     pub busy_before: String,
     pub duration_secs: f64,
+    pub rounds: usize,
     pub warmup_secs: f64,
     /// Idle streams asked for and held (fewer when the open-file limit is too low).
     pub idle_wanted: usize,
@@ -55,8 +56,11 @@ pub fn render(ctx: &Context, results: &[Measurement]) -> String {
     );
     let _ = writeln!(
         w,
-        "- each phase: {} s measured after {} s of warm-up",
-        ctx.duration_secs, ctx.warmup_secs
+        "- each phase: {} s measured after {} s of warm-up; {} round{} of every load scenario, each visiting every target in turn, summed per target (idle streams: one round)",
+        ctx.duration_secs,
+        ctx.warmup_secs,
+        ctx.rounds,
+        if ctx.rounds == 1 { "" } else { "s" }
     );
     for note in &ctx.notes {
         let _ = writeln!(w, "- {note}");

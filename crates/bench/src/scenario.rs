@@ -65,9 +65,45 @@ pub struct Measurement {
     pub peak_kib: Option<u64>,
     /// Idle streams: proxy VmRSS before they were opened, KiB.
     pub baseline_kib: Option<u64>,
+    /// How many rounds this measurement sums (see [`Measurement::absorb`]).
+    pub rounds: usize,
+    /// The raw samples behind `latency` and `lag`, kept until the rounds are merged.
+    samples: (Vec<u64>, Vec<u64>),
 }
 
 impl Measurement {
+    /// Adds a later round of the same scenario on the same target: counts, times and CPU are
+    /// summed, latency percentiles are taken over the samples of every round, memory is the
+    /// largest seen. Interleaved rounds spread the machine's slow spells over every target.
+    pub fn absorb(&mut self, other: Measurement) {
+        debug_assert!(self.scenario == other.scenario && self.target == other.target);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.elapsed += other.elapsed;
+        self.proxy_cpu = match (self.proxy_cpu, other.proxy_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.load_cpu += other.load_cpu;
+        self.other_cpu = match (self.other_cpu, other.other_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.rss_kib = self.rss_kib.max(other.rss_kib);
+        self.peak_kib = self.peak_kib.max(other.peak_kib);
+        self.rounds += other.rounds;
+        self.samples.0.extend(other.samples.0);
+        self.samples.1.extend(other.samples.1);
+        self.latency = Summary::of(&mut self.samples.0);
+        self.lag = Summary::of(&mut self.samples.1);
+    }
+
+    /// Drops the raw samples once no round is left to merge.
+    pub fn settle(&mut self) {
+        self.samples = (Vec::new(), Vec::new());
+    }
+
     /// Answers (or streams) per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -211,6 +247,8 @@ impl Bench {
             rss_kib: target.mem_pid.and_then(|p| procfs::status_kib(p, "VmRSS")),
             peak_kib: target.mem_pid.and_then(|p| procfs::status_kib(p, "VmHWM")),
             baseline_kib: None,
+            rounds: 1,
+            samples: (tally.latencies, tally.lags),
         }
     }
 
@@ -252,6 +290,8 @@ impl Bench {
             rss_kib,
             peak_kib,
             baseline_kib,
+            rounds: 1,
+            samples: (Vec::new(), Vec::new()),
         }
     }
 }
@@ -267,6 +307,45 @@ pub fn request_body(model: &str, stream: bool) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round(latencies: Vec<u64>, secs: u64, cpu: f64) -> Measurement {
+        let mut samples = latencies.clone();
+        Measurement {
+            scenario: Scenario::Closed { concurrency: 1 },
+            target: "t".into(),
+            ok: latencies.len(),
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::from_secs(secs),
+            latency: Summary::of(&mut samples),
+            lag: None,
+            proxy_cpu: Some(cpu),
+            load_cpu: 0.5,
+            other_cpu: None,
+            rss_kib: Some(100),
+            peak_kib: Some(200),
+            baseline_kib: None,
+            rounds: 1,
+            samples: (latencies, Vec::new()),
+        }
+    }
+
+    #[test]
+    fn rounds_sum_counts_and_cpu_and_take_percentiles_over_all_samples() {
+        let mut m = round(vec![10, 20, 30, 40], 2, 1.0);
+        let mut later = round(vec![1000, 2000, 3000, 4000], 2, 3.0);
+        later.peak_kib = Some(500);
+        m.absorb(later);
+        m.settle();
+        assert_eq!((m.ok, m.rounds), (8, 2));
+        assert_eq!(m.elapsed, Duration::from_secs(4));
+        assert_eq!(m.throughput(), 2.0);
+        assert_eq!(m.cpu_us_per_request(), Some(4.0 * 1e6 / 8.0));
+        let l = m.latency.expect("latency");
+        assert_eq!((l.count, l.p50, l.max), (8, 40, 4000));
+        assert_eq!(m.peak_kib, Some(500));
+        assert!(m.samples.0.is_empty(), "raw samples dropped once settled");
+    }
 
     #[test]
     fn request_bodies_are_json_the_upstream_recognizes() {
