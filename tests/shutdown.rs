@@ -76,3 +76,48 @@ async fn sigterm_lets_ten_active_streams_finish_and_refuses_new_connections() {
     assert!(status.success(), "{status:?}");
     assert!(gw.wait_log("all connections drained", Duration::from_secs(1)));
 }
+
+#[tokio::test]
+async fn sigterm_is_not_held_up_by_connections_that_sent_nothing_or_sit_idle() {
+    let dir = temp_dir("shutdown-silent");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "backends:\n  mock: {}\nserver:\n  shutdown_grace: 20\n",
+    )
+    .expect("write");
+    let mut gw = Tollgate::start(&["--config", "config.yaml"], &[], &dir);
+    // Connected, never a byte sent (a client's pre-opened pool connection).
+    let _silent = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    // A keep-alive connection that served one request and now waits.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        idle.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    }
+    // Let the server see both connections before the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    gw.terminate();
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "open but quiet connections held the shutdown (grace is 20 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(gw.wait_log("all connections drained", Duration::from_secs(1)));
+}

@@ -119,6 +119,9 @@ impl Gateway {
                     catalogue::readiness(&self.runtime())
                 })
             }
+            // The proxy futures are boxed: hyper keeps the service future's slot, at its full
+            // size, for as long as the connection lives — a held stream included — so the
+            // large proxy state is freed when the response starts instead.
             "/chat/completions" => {
                 require(&method, Method::POST, path, "POST")?;
                 Ok(Box::pin(self.proxy(Endpoint::ChatCompletions, req, request_id)).await)
@@ -340,7 +343,7 @@ where
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(GatewayError::RequestTooLarge { limit })
         }

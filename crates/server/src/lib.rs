@@ -52,6 +52,9 @@ pub async fn serve(
         })
     };
     let graceful = GracefulShutdown::new();
+    // Connections still being sniffed (nothing sent yet) are not hyper's yet: this tells them
+    // to close when shutdown begins, so a silent client cannot hold up the drain.
+    let (closing, closing_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -72,8 +75,13 @@ pub async fn serve(
                     async move { Ok::<_, Infallible>(gateway.handle(req).await) }
                 });
                 let (builders, watcher) = (builders.clone(), graceful.watcher());
+                let mut closing = closing_seen.clone();
                 tokio::spawn(async move {
-                    let ended = match sniff(&stream).await {
+                    let protocol = tokio::select! {
+                        protocol = sniff(&stream) => protocol,
+                        _ = closing.wait_for(|closing| *closing) => return,
+                    };
+                    let ended = match protocol {
                         Protocol::Http2 => {
                             let conn = builders.1.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn).await
@@ -92,6 +100,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = closing.send(true);
     upkeep.abort();
     tracing::info!(
         grace_secs = grace.as_secs(),
