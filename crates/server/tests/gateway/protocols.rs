@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use http::Method;
 use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_testkit::client::{post, stream_text};
-use tollgate_testkit::{Answer, FakeUpstream};
+use tollgate_testkit::client::{open, post, stream_text};
+use tollgate_testkit::{chunk_event, Answer, FakeUpstream, Step, StreamEnd};
 
 use crate::common::*;
 
@@ -16,20 +17,38 @@ const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 #[tokio::test]
 async fn http2_only_backend_multiplexes_requests_on_one_h2c_connection() {
     let up = FakeUpstream::start().await;
+    // A stream that stays open (one chunk, then silence) while other requests run beside it:
+    // over HTTP/1.1 each of them would need a connection of its own.
+    up.push(Answer::Sse {
+        status: 200,
+        steps: vec![Step::Raw(chunk_event("held"))],
+        end: StreamEnd::Hang,
+    });
     up.push(Answer::chat("whole answer"));
     up.push(Answer::chat_stream(&["str", "eamed"]));
-    up.push(Answer::chat("third"));
     let gw = start(&format!(
         "{}    http2_only: true\n",
         openai_backend(&up.url())
     ))
     .await;
 
+    let mut held = open(
+        gw.addr,
+        Method::POST,
+        CHAT,
+        &[],
+        r#"{"model":"up:m","stream":true,"messages":[{"role":"user","content":"hold"}]}"#,
+    )
+    .await;
+    assert_eq!(held.status, 200);
+    let first = held.next_chunk().await.expect("first event").expect("ok");
+    assert_eq!(stream_text(&first.1), "held");
+
     let whole = post(
         gw.addr,
         CHAT,
         &[],
-        r#"{"model":"up:m","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"up:m","messages":[{"role":"user","content":"beside"}]}"#,
     )
     .await;
     assert_eq!(whole.status, 200, "{}", whole.text());
@@ -41,37 +60,35 @@ async fn http2_only_backend_multiplexes_requests_on_one_h2c_connection() {
         gw.addr,
         CHAT,
         &[],
-        r#"{"model":"up:m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"up:m","stream":true,"messages":[{"role":"user","content":"again"}]}"#,
     )
     .await;
     assert_eq!(streamed.status, 200, "{}", streamed.text());
     assert_eq!(stream_text(&streamed.body), "streamed");
     assert!(streamed.text().trim_end().ends_with("data: [DONE]"));
-    let third = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","messages":[{"role":"user","content":"again"}]}"#,
-    )
-    .await;
-    assert_eq!(third.json()["choices"][0]["message"]["content"], "third");
 
     let calls = up.calls();
     assert_eq!(calls.len(), 3);
+    let contents: Vec<_> = calls
+        .iter()
+        .map(|c| c.json()["messages"][0]["content"].clone())
+        .collect();
+    assert_eq!(contents, ["hold", "beside", "again"]);
     for call in &calls {
         assert_eq!(call.version, Version::HTTP_2, "{}", call.path);
         assert_eq!(call.path, "/v1/chat/completions");
+        assert_eq!(call.json()["model"], "m");
         assert_eq!(
             call.header("authorization"),
             Some(format!("Bearer {UPSTREAM_KEY}").as_str())
         );
     }
-    assert_eq!(calls[2].json()["messages"][0]["content"], "again");
     assert_eq!(
         up.connections(),
         1,
-        "one h2c connection carries every request"
+        "one h2c connection carries the held stream and the requests beside it"
     );
+    drop(held);
 }
 
 #[tokio::test]
@@ -147,8 +164,11 @@ async fn h2c_clients_are_served_even_when_the_preface_arrives_in_pieces() {
         .expect("write");
     assert_eq!(first_frame_type(&mut split).await, 4, "SETTINGS first");
 
-    // A full request over HTTP/2 with hyper's client.
-    let tcp = tokio::net::TcpStream::connect(gw.addr)
+    // A full request over HTTP/2 with hyper's client, proxied to an upstream.
+    let up = FakeUpstream::start().await;
+    up.push(Answer::chat("answered over h2"));
+    let proxied = start(&openai_backend(&up.url())).await;
+    let tcp = tokio::net::TcpStream::connect(proxied.addr)
         .await
         .expect("connect");
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -158,24 +178,29 @@ async fn h2c_clients_are_served_even_when_the_preface_arrives_in_pieces() {
     .await
     .expect("h2c handshake");
     tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{}{CHAT}", gw.addr))
+    let req = http::Request::post(format!("http://{}{CHAT}", proxied.addr))
         .header("content-type", "application/json")
+        .header("x-request-id", "h2-client-1")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            br#"{"model":"mock:echo","messages":[{"role":"user","content":"over h2"}]}"#,
+            br#"{"model":"up:m","messages":[{"role":"user","content":"over h2"}]}"#,
         )))
         .expect("request");
     let resp = send.send_request(req).await.expect("response");
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(
+        resp.headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"h2-client-1"[..])
+    );
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
         .expect("body")
         .to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    assert!(
-        json["choices"][0]["message"]["content"].is_string(),
-        "{json}"
-    );
+    assert_eq!(json["choices"][0]["message"]["content"], "answered over h2");
+    let sent = up.last_call();
+    assert_eq!(sent.json()["messages"][0]["content"], "over h2");
+    assert_eq!(sent.json()["model"], "m");
+    assert_eq!(sent.header("x-request-id"), Some("h2-client-1"));
 }
 
 #[tokio::test]
