@@ -44,25 +44,13 @@ async fn http2_only_backend_multiplexes_requests_on_one_h2c_connection() {
     let first = held.next_chunk().await.expect("first event").expect("ok");
     assert_eq!(stream_text(&first.1), "held");
 
-    let whole = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","messages":[{"role":"user","content":"beside"}]}"#,
-    )
-    .await;
+    let whole = chat(gw.addr, "beside", false).await;
     assert_eq!(whole.status, 200, "{}", whole.text());
     assert_eq!(
         whole.json()["choices"][0]["message"]["content"],
         "whole answer"
     );
-    let streamed = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","stream":true,"messages":[{"role":"user","content":"again"}]}"#,
-    )
-    .await;
+    let streamed = chat(gw.addr, "again", true).await;
     assert_eq!(streamed.status, 200, "{}", streamed.text());
     assert_eq!(stream_text(&streamed.body), "streamed");
     assert!(streamed.text().trim_end().ends_with("data: [DONE]"));
@@ -96,13 +84,7 @@ async fn default_backends_speak_http1_to_cleartext_upstreams() {
     let up = FakeUpstream::start().await;
     up.push(Answer::chat("ok"));
     let gw = start(&openai_backend(&up.url())).await;
-    let resp = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let resp = chat(gw.addr, "hi", false).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(up.last_call().version, Version::HTTP_11);
 }
@@ -125,6 +107,20 @@ async fn http2_only_is_an_openai_option_checked_as_such() {
         problems[0].message.contains("expected a boolean"),
         "{problems:?}"
     );
+}
+
+/// Posts a one-message chat for the model `up:m`.
+async fn chat(
+    addr: std::net::SocketAddr,
+    content: &str,
+    stream: bool,
+) -> tollgate_testkit::client::Collected {
+    let body = serde_json::json!({
+        "model": "up:m",
+        "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    });
+    post(addr, CHAT, &[], &body.to_string()).await
 }
 
 /// Reads until the server's first frame header arrives; returns its type byte.
@@ -215,13 +211,7 @@ async fn http2_only_against_an_http1_only_upstream_is_a_clear_502() {
         openai_backend(&up.url())
     ))
     .await;
-    let resp = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
+    let resp = chat(gw.addr, "hi", false).await;
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.json()["error"]["code"], "upstream_error");
     assert_no_upstream_key(&resp);
