@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tollgate_core::{find_usage, ClientRequest, Endpoint, Env, GatewayError, Problem, Registry};
 
 use crate::body::Body;
 use crate::dispatch::{dispatch, Answer, AnswerBody};
+use crate::intake::read_body;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::relay::{Pending, Relay};
@@ -323,33 +323,6 @@ fn require(
             path: path.to_owned(),
             allow,
         })
-    }
-}
-
-/// Reads the request body, refusing more than `limit` bytes with 413 — from
-/// `content-length` before reading, or while reading a chunked body.
-async fn read_body<B>(req: http::Request<B>, limit: u64) -> Result<Bytes, GatewayError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::RequestTooLarge { limit });
-    }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::RequestTooLarge { limit })
-        }
-        Err(e) => Err(GatewayError::invalid(format!(
-            "could not read the request body: {e}"
-        ))),
     }
 }
 
