@@ -174,13 +174,32 @@ fn build(loaded: &Loaded, env: &Env) -> Result<Runtime, Vec<Diagnostic>> {
 }
 
 fn print_config(loaded: &Loaded, sources: bool) -> ExitCode {
+    let registry = crate::connectors::registry();
+    let env = Env::process();
+    // Backends the configuration names only by their connector type are shown as built.
+    let mut config = loaded.config.clone();
+    let implicit = config.add_implicit_backends(&registry.kinds());
     if sources {
         for line in loaded.sources() {
             println!("{line}");
         }
+        for name in &implicit {
+            for line in crate::load::implicit_lines(name, &registry, &env) {
+                println!("{line}");
+            }
+        }
         return ExitCode::SUCCESS;
     }
-    match serde_yaml::to_string(&loaded.config) {
+    for name in &implicit {
+        if let (Some(backend), Some(info)) = (config.backends.get_mut(name), registry.info(name)) {
+            backend.api_url = Some(info.default_url.to_owned());
+            backend.api_key = info
+                .key_var
+                .and_then(|var| env.var(var))
+                .map(|v| tollgate_core::Secret::new(&v));
+        }
+    }
+    match serde_yaml::to_string(&config) {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS
@@ -200,10 +219,11 @@ fn check(source: &Source, loaded: Loaded) -> ExitCode {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
+            let backends = runtime.backends.values().filter(|b| b.listed).count();
             println!(
                 "{what}: ok ({} backend{}, {} route{})",
-                runtime.backends.len(),
-                if runtime.backends.len() == 1 { "" } else { "s" },
+                backends,
+                if backends == 1 { "" } else { "s" },
                 runtime.config.routes.len(),
                 if runtime.config.routes.len() == 1 {
                     ""

@@ -290,6 +290,27 @@ impl Loaded {
     }
 }
 
+/// `--sources` lines for a backend built only because the configuration names its connector
+/// type (`default_backend: nvidia` with no `backends.nvidia`): where its URL and key come from.
+pub fn implicit_lines(name: &str, registry: &Registry, env: &tollgate_core::Env) -> Vec<String> {
+    let mut lines = vec![format!(
+        "backends.{name}.type: \"{name}\"  # implicit: the `{name}` connector type is named where a backend is expected and no backends.{name} entry exists"
+    )];
+    if let Some(info) = registry.info(name) {
+        lines.push(format!(
+            "backends.{name}.api_url: \"{}\"  # implicit: the type's default",
+            info.default_url
+        ));
+        if let Some(var) = info.key_var {
+            lines.push(match env.var(var) {
+                Some(_) => format!("backends.{name}.api_key: \"***\"  # env {var}"),
+                None => format!("backends.{name}.api_key: null  # env {var} is not set"),
+            });
+        }
+    }
+    lines
+}
+
 /// Whether the value at `path` is a credential.
 fn is_secret_path(path: &str) -> bool {
     let last = path.rsplit(['.', ']']).next().unwrap_or(path);

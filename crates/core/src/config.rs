@@ -26,6 +26,11 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Model names clients may ask for, each expanding to ordered targets.
     pub routes: BTreeMap<String, Vec<String>>,
+    /// The Anthropic Messages door.
+    pub anthropic: AnthropicConfig,
+    /// Output budget (`max_tokens`) applied to every outbound request; a backend's own
+    /// `output_budget` wins over it.
+    pub output_budget: OutputBudget,
     /// Where limits and budgets count (limits are a later issue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<serde_json::Value>,
@@ -194,6 +199,13 @@ pub struct BackendConfig {
     pub health_check: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<serde_json::Value>,
+    /// This backend's output budget; unset: the top-level `output_budget`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_budget: Option<OutputBudget>,
+    /// How a translated request's reasoning control (Anthropic `thinking`, Responses
+    /// `reasoning.effort`) reaches this backend; unset: dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<ReasoningConfig>,
     /// Connector-specific keys.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_json::Value>,
@@ -213,6 +225,8 @@ impl Default for BackendConfig {
             headers: BTreeMap::new(),
             health_check: None,
             limits: None,
+            output_budget: None,
+            reasoning: None,
             options: BTreeMap::new(),
         }
     }
@@ -225,6 +239,110 @@ impl BackendConfig {
             Some(kind) => Some(kind),
             None if known.contains(&name) => Some(name),
             None => None,
+        }
+    }
+}
+
+/// The Anthropic Messages door (`POST /v1/messages`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnthropicConfig {
+    /// Requested model name (exact, or a glob with `*`) → the model to route instead
+    /// (`backend:model`, a route, or a name for `default_backend`). Claude Code asks for
+    /// `claude-*` names; this table sends them to open models. An exact name wins over a
+    /// pattern, a longer pattern over a shorter one.
+    pub models: BTreeMap<String, String>,
+}
+
+impl AnthropicConfig {
+    /// The model to route for `requested`, when the table maps it.
+    pub fn map_model(&self, requested: &str) -> Option<&str> {
+        if let Some(target) = self.models.get(requested) {
+            return Some(target);
+        }
+        self.models
+            .iter()
+            .filter(|(pattern, _)| pattern.contains('*'))
+            .filter(|(pattern, _)| crate::pattern::glob(pattern, requested))
+            // The most specific pattern: the most literal characters.
+            .max_by_key(|(pattern, _)| pattern.len() - pattern.matches('*').count())
+            .map(|(_, target)| target.as_str())
+    }
+}
+
+/// Output budget of outbound requests: `max_tokens` (`max_completion_tokens`,
+/// `max_output_tokens`) when the client sent none, and the most it may ask for. Claude Code
+/// asks for 128,000 output tokens, more than most open models' whole context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputBudget {
+    /// Set when the request has no output budget.
+    pub default_max_tokens: Option<u64>,
+    /// A larger request is lowered to this.
+    pub hard_max_tokens: Option<u64>,
+}
+
+/// A backend's reasoning control: one for all its models, or by model glob.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ReasoningConfig {
+    /// `none`, `effort` (`reasoning_effort`) or `chat_template_kwargs.NAME`.
+    All(String),
+    /// Model glob → control; the most specific glob wins, unmatched models get `none`.
+    ByModel(BTreeMap<String, String>),
+}
+
+/// One reasoning control, as `ReasoningConfig` spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasoningControl {
+    None,
+    /// `reasoning_effort: low|medium|high`.
+    Effort,
+    /// `chat_template_kwargs: {NAME: true|false}`.
+    TemplateFlag(String),
+}
+
+impl ReasoningControl {
+    /// Reads `none`, `effort` or `chat_template_kwargs.NAME`.
+    pub fn parse(text: &str) -> Result<ReasoningControl, String> {
+        match text.trim() {
+            "none" => Ok(ReasoningControl::None),
+            "effort" | "reasoning_effort" => Ok(ReasoningControl::Effort),
+            other => match other.strip_prefix("chat_template_kwargs.") {
+                Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                    Ok(ReasoningControl::TemplateFlag(name.to_owned()))
+                }
+                _ => Err(format!(
+                    "`{other}`: expected `none`, `effort` or `chat_template_kwargs.NAME`"
+                )),
+            },
+        }
+    }
+}
+
+impl ReasoningConfig {
+    /// The control for `model`; a spelling `validate` refused reads as `None`.
+    pub fn control_for(&self, model: &str) -> ReasoningControl {
+        let text = match self {
+            ReasoningConfig::All(text) => Some(text.as_str()),
+            ReasoningConfig::ByModel(map) => map
+                .iter()
+                .filter(|(pattern, _)| crate::pattern::glob(pattern, model))
+                .max_by_key(|(pattern, _)| pattern.len() - pattern.matches('*').count())
+                .map(|(_, control)| control.as_str()),
+        };
+        text.and_then(|t| ReasoningControl::parse(t).ok())
+            .unwrap_or(ReasoningControl::None)
+    }
+
+    fn problems(&self) -> Vec<(String, String)> {
+        let check = |key: String, text: &str| ReasoningControl::parse(text).err().map(|e| (key, e));
+        match self {
+            ReasoningConfig::All(text) => check(String::new(), text).into_iter().collect(),
+            ReasoningConfig::ByModel(map) => map
+                .iter()
+                .filter_map(|(pattern, text)| check(format!(".{pattern}"), text))
+                .collect(),
         }
     }
 }
@@ -298,6 +416,38 @@ impl Default for LoggingConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
         }
+    }
+}
+
+impl OutputBudget {
+    /// The budget of one backend: its own settings, each unset one from `global`.
+    pub fn over(self, global: OutputBudget) -> OutputBudget {
+        OutputBudget {
+            default_max_tokens: self.default_max_tokens.or(global.default_max_tokens),
+            hard_max_tokens: self.hard_max_tokens.or(global.hard_max_tokens),
+        }
+    }
+
+    /// The budget a request ends with when it asked for `requested` (`None`: it set none).
+    pub fn apply(self, requested: Option<u64>) -> Option<u64> {
+        let wanted = requested.or(self.default_max_tokens)?;
+        Some(match self.hard_max_tokens {
+            Some(cap) => wanted.min(cap),
+            None => wanted,
+        })
+    }
+
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (key, value) in [
+            ("default_max_tokens", self.default_max_tokens),
+            ("hard_max_tokens", self.hard_max_tokens),
+        ] {
+            if value == Some(0) {
+                out.push((key.to_owned(), "must be at least 1".to_owned()));
+            }
+        }
+        out
     }
 }
 
@@ -428,6 +578,16 @@ impl Config {
             if backend.limits.is_some() {
                 p(format!("{at}.limits"), NOT_YET.into());
             }
+            if let Some(reasoning) = &backend.reasoning {
+                for (key, message) in reasoning.problems() {
+                    p(format!("{at}.reasoning{key}"), message);
+                }
+            }
+            if let Some(budget) = &backend.output_budget {
+                for (key, message) in budget.problems() {
+                    p(format!("{at}.output_budget.{key}"), message);
+                }
+            }
             if let Some(url) = &backend.api_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     p(
@@ -466,6 +626,21 @@ impl Config {
                     );
                 }
             }
+        }
+
+        for (requested, target) in &self.anthropic.models {
+            if !self.target_resolves(target) && !self.routes.contains_key(target) {
+                p(
+                    format!("anthropic.models.{requested}"),
+                    format!(
+                        "`{target}` names no configured backend or route and no default_backend is set ({})",
+                        self.backend_names()
+                    ),
+                );
+            }
+        }
+        for (key, message) in self.output_budget.problems() {
+            p(format!("output_budget.{key}"), message);
         }
 
         let mut names = std::collections::HashSet::new();
@@ -508,6 +683,31 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// Adds a default backend for every connector type that the configuration names where a
+    /// backend is expected (`default_backend`, the prefix of `force_model`, of a route target or
+    /// of an `anthropic.models` target) without a `backends` entry of that name, so that
+    /// `tollgate --default-backend nvidia` works with no file (SPEC §1). An explicit entry always
+    /// wins. Returns the names added.
+    pub fn add_implicit_backends(&mut self, known_types: &[&str]) -> Vec<String> {
+        let mut named: Vec<&str> = Vec::new();
+        named.extend(self.default_backend.as_deref());
+        let prefix = |model: &str| model.split_once(':').map(|(p, _)| p.to_owned());
+        let mut prefixes: Vec<String> = Vec::new();
+        prefixes.extend(self.force_model.as_deref().and_then(prefix));
+        for targets in self.routes.values() {
+            prefixes.extend(targets.iter().filter_map(|t| prefix(t)));
+        }
+        prefixes.extend(self.anthropic.models.values().filter_map(|t| prefix(t)));
+        let mut added = Vec::new();
+        for name in named.into_iter().map(str::to_owned).chain(prefixes) {
+            if known_types.contains(&name.as_str()) && !self.backends.contains_key(&name) {
+                self.backends.insert(name.clone(), BackendConfig::default());
+                added.push(name);
+            }
+        }
+        added
     }
 
     /// Whether a route target can reach a backend.

@@ -8,7 +8,7 @@ use futures_util::Stream;
 use http::HeaderMap;
 
 use crate::error::GatewayError;
-use crate::request::Request;
+use crate::request::{Protocol, Request};
 use crate::sse::SseEvent;
 
 /// Upstream SSE events in arrival order. An `Err` ends the stream: the upstream broke it.
@@ -52,6 +52,12 @@ pub trait Connector: Send + Sync {
 
     /// The models this backend serves, as the upstream names them (no `backend:` prefix).
     async fn list_models(&self) -> Result<Vec<String>, GatewayError>;
+
+    /// Whether the backend speaks `protocol` natively: a request on that door is then sent
+    /// untouched. OpenAI-compatible backends speak Chat.
+    fn speaks(&self, protocol: Protocol) -> bool {
+        protocol == Protocol::Chat
+    }
 
     /// Why this backend cannot take requests right now, if it cannot.
     fn unusable_reason(&self) -> Option<String> {

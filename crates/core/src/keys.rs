@@ -68,7 +68,16 @@ const BACKEND: &[(&str, Shape)] = &[
     ("headers", Shape::Any),
     ("health_check", Shape::Any),
     ("limits", Shape::Any),
+    ("output_budget", Shape::Fields(OUTPUT_BUDGET)),
+    ("reasoning", Shape::Any),
 ];
+
+const OUTPUT_BUDGET: &[(&str, Shape)] = &[
+    ("default_max_tokens", Shape::Any),
+    ("hard_max_tokens", Shape::Any),
+];
+
+const ANTHROPIC: &[(&str, Shape)] = &[("models", Shape::Any)];
 
 const LOGGING: &[(&str, Shape)] = &[("format", Shape::Any), ("level", Shape::Any)];
 
@@ -78,6 +87,8 @@ const ROOT: &[(&str, Shape)] = &[
     ("force_model", Shape::Any),
     ("auth", Shape::Fields(AUTH)),
     ("failure_handling", Shape::Fields(FAILURE_HANDLING)),
+    ("anthropic", Shape::Fields(ANTHROPIC)),
+    ("output_budget", Shape::Fields(OUTPUT_BUDGET)),
     ("backends", Shape::Named(&Shape::Backend(BACKEND))),
     ("routes", Shape::Named(&Shape::Any)),
     ("state", Shape::Any),

@@ -47,10 +47,20 @@ impl BuildContext<'_> {
 pub type Factory =
     Arc<dyn Fn(&BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> + Send + Sync>;
 
+/// What a connector type uses when its configuration says nothing, for `tollgate config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// `api_url` when unset.
+    pub default_url: &'static str,
+    /// The variable the key falls back to, when the type takes a key.
+    pub key_var: Option<&'static str>,
+}
+
 /// Connector factories by type name.
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<&'static str, Factory>,
+    info: BTreeMap<&'static str, TypeInfo>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -73,6 +83,16 @@ impl Registry {
             + 'static,
     {
         self.factories.insert(kind, Arc::new(factory));
+    }
+
+    /// Records what type `kind` defaults to (shown for backends the configuration does not spell out).
+    pub fn describe(&mut self, kind: &'static str, info: TypeInfo) {
+        self.info.insert(kind, info);
+    }
+
+    /// What type `kind` defaults to, when it said.
+    pub fn info(&self, kind: &str) -> Option<TypeInfo> {
+        self.info.get(kind).copied()
     }
 
     /// The registered type names, sorted.

@@ -6,21 +6,55 @@ use bytes::Bytes;
 use crate::error::GatewayError;
 use crate::json::{JsonError, JsonObject};
 
-/// An OpenAI endpoint that tollgate routes by `model`.
+/// A protocol clients speak to tollgate (a *door*) and backends speak natively. A request whose
+/// door and backend differ is translated (`tollgate-translate`); one whose protocols match
+/// passes through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// OpenAI Chat Completions (and the legacy completions and embeddings endpoints).
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+}
+
+impl Protocol {
+    /// The `door` label of logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Chat => "chat",
+            Protocol::Responses => "responses",
+            Protocol::Messages => "anthropic",
+        }
+    }
+}
+
+/// An endpoint that tollgate routes by `model`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
 }
 
 impl Endpoint {
-    /// The path below the API root (`{api_url}/{path}`).
+    /// The path below an OpenAI-style API root (`{api_url}/{path}`, where `api_url` ends in
+    /// `/v1`).
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages/count_tokens",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -30,7 +64,26 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+            Endpoint::Responses => "responses",
         }
+    }
+
+    /// The protocol this endpoint belongs to.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+                Protocol::Chat
+            }
+            Endpoint::Messages | Endpoint::CountTokens => Protocol::Messages,
+            Endpoint::Responses => Protocol::Responses,
+        }
+    }
+
+    /// Whether the endpoint can answer with an SSE stream.
+    pub fn streams(self) -> bool {
+        !matches!(self, Endpoint::Embeddings | Endpoint::CountTokens)
     }
 }
 
@@ -101,10 +154,40 @@ impl ClientRequest {
                     Some(_) => {}
                 }
             }
+            Endpoint::Messages | Endpoint::CountTokens => match body.raw("messages") {
+                None => {
+                    return Err(GatewayError::invalid_field(
+                        "messages",
+                        "missing required field `messages` (an array)",
+                    ))
+                }
+                Some(raw) if !raw.starts_with(b"[") => {
+                    return Err(GatewayError::invalid_field(
+                        "messages",
+                        "field `messages` must be an array",
+                    ))
+                }
+                Some(_) => {}
+            },
+            Endpoint::Responses => match body.raw("input") {
+                None => {
+                    return Err(GatewayError::invalid_field(
+                        "input",
+                        "missing required field `input` (a string or an array of items)",
+                    ))
+                }
+                Some(raw) if !(raw.starts_with(b"[") || raw.starts_with(b"\"")) => {
+                    return Err(GatewayError::invalid_field(
+                        "input",
+                        "field `input` must be a string or an array of items",
+                    ))
+                }
+                Some(_) => {}
+            },
             Endpoint::Completions => require(&body, "prompt")?,
             Endpoint::Embeddings => require(&body, "input")?,
         }
-        for field in ["max_tokens", "max_completion_tokens"] {
+        for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
             if body.decode::<Option<u64>>(field).is_err() {
                 return Err(GatewayError::invalid_field(
                     field,
@@ -143,6 +226,9 @@ pub struct Request {
     pub body: JsonObject,
     /// The request id, sent upstream as `x-request-id`.
     pub request_id: String,
+    /// Client headers meant for a backend that speaks the door's protocol natively
+    /// (`anthropic-beta`, `anthropic-version`); empty otherwise.
+    pub headers: http::HeaderMap,
 }
 
 #[cfg(test)]

@@ -8,15 +8,34 @@ use std::borrow::Cow;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-/// Token counts as OpenAI reports them.
+/// Token counts as OpenAI reports them. Anthropic's and the Responses API's names
+/// (`input_tokens`, `output_tokens`) read into the same fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Combines counts reported in parts (Anthropic streams give the input tokens in
+    /// `message_start` and the output tokens in `message_delta`): each count is the larger
+    /// of the two, as later reports repeat or grow earlier ones.
+    pub fn merge(self, later: Usage) -> Usage {
+        let prompt_tokens = self.prompt_tokens.max(later.prompt_tokens);
+        let completion_tokens = self.completion_tokens.max(later.completion_tokens);
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: later
+                .total_tokens
+                .max(self.total_tokens)
+                .max(prompt_tokens + completion_tokens),
+        }
+    }
 }
 
 /// What the gateway reads from a response body or one stream chunk.

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
-use tollgate_core::{find_usage, ClientRequest, Endpoint, Env, GatewayError, Problem, Registry};
+use tollgate_core::{
+    find_usage, ClientRequest, Endpoint, Env, GatewayError, JsonObject, Problem, Protocol, Registry,
+};
 
 use crate::body::Body;
-use crate::dispatch::{dispatch, Answer, AnswerBody};
+use crate::dispatch::{dispatch, Answer, AnswerBody, Job};
+use crate::door::{self, Reply};
 use crate::intake::read_body;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -110,6 +113,25 @@ impl Gateway {
             .filter(|p| p.starts_with('/'))
             .unwrap_or(path);
         let method = req.method().clone();
+        // The proxy futures are boxed: hyper keeps the service future's slot, at its full
+        // size, for as long as the connection lives — a held stream included — so the large
+        // proxy state is freed when the response starts instead.
+        let endpoint = match api_path {
+            "/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/completions" => Some(Endpoint::Completions),
+            "/embeddings" => Some(Endpoint::Embeddings),
+            "/messages" => Some(Endpoint::Messages),
+            "/messages/count_tokens" => Some(Endpoint::CountTokens),
+            "/responses" => Some(Endpoint::Responses),
+            _ => None,
+        };
+        if let Some(endpoint) = endpoint {
+            if method != Method::POST {
+                let e = not_allowed(&method, path, "POST");
+                return Ok(door::error_response(endpoint.protocol(), &e));
+            }
+            return Ok(Box::pin(self.proxy(endpoint, req, request_id)).await);
+        }
         match api_path {
             "/health/live" | "/health/ready" if path.starts_with("/health") => {
                 require(&method, Method::GET, path, "GET")?;
@@ -119,20 +141,9 @@ impl Gateway {
                     catalogue::readiness(&self.runtime())
                 })
             }
-            // The proxy futures are boxed: hyper keeps the service future's slot, at its full
-            // size, for as long as the connection lives — a held stream included — so the
-            // large proxy state is freed when the response starts instead.
-            "/chat/completions" => {
-                require(&method, Method::POST, path, "POST")?;
-                Ok(Box::pin(self.proxy(Endpoint::ChatCompletions, req, request_id)).await)
-            }
-            "/completions" => {
-                require(&method, Method::POST, path, "POST")?;
-                Ok(Box::pin(self.proxy(Endpoint::Completions, req, request_id)).await)
-            }
-            "/embeddings" => {
-                require(&method, Method::POST, path, "POST")?;
-                Ok(Box::pin(self.proxy(Endpoint::Embeddings, req, request_id)).await)
+            // Claude Code probes `HEAD /api/hello` (and some clients `HEAD /`) before it starts.
+            "/" | "/api/hello" if method == Method::HEAD || method == Method::GET => {
+                Ok(Response::new(Body::empty()))
             }
             "/metrics" if path == "/metrics" => {
                 require(&method, Method::GET, path, "GET")?;
@@ -157,12 +168,25 @@ impl Gateway {
                 let id = percent_decode(&p["/models/".len()..]);
                 Box::pin(catalogue::list(&self.runtime(), req.headers(), Some(&id))).await
             }
-            _ => Err(GatewayError::NotFound(format!("no endpoint at {path}"))),
+            _ => {
+                // Agents retry unknown paths (Codex and Claude Code five times): each one is
+                // a request of its own in the log and the metrics.
+                let outcome = Outcome::new(
+                    request_id.to_owned(),
+                    None,
+                    Protocol::Chat,
+                    self.metrics.clone(),
+                );
+                Ok(refuse(
+                    outcome,
+                    GatewayError::NotFound(format!("no endpoint at {path}")),
+                ))
+            }
         }
     }
 
     /// The routed endpoints: authenticate, parse, route, dispatch, and answer whole or
-    /// as a relayed stream.
+    /// as a relayed stream, in the door's protocol.
     async fn proxy<B>(
         &self,
         endpoint: Endpoint,
@@ -175,13 +199,20 @@ impl Gateway {
     {
         // One snapshot for the whole request, however long its stream runs.
         let runtime = self.runtime();
-        let mut outcome = Outcome::new(request_id.to_owned(), endpoint, self.metrics.clone());
+        let door = endpoint.protocol();
+        let mut outcome = Outcome::new(
+            request_id.to_owned(),
+            Some(endpoint),
+            door,
+            self.metrics.clone(),
+        );
 
         let key = match runtime.keys.authenticate(req.headers()) {
             Ok(key) => key,
             Err(e) => return refuse(outcome, e),
         };
         outcome.key = key.as_ref().map(|k| k.name.clone());
+        let native_headers = native_headers(door, req.headers());
         let bytes = match read_body(req, runtime.max_body_bytes).await {
             Ok(b) => b,
             Err(e) => return refuse(outcome, e),
@@ -190,9 +221,14 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return refuse(outcome, e),
         };
-        let stream = request.stream && endpoint != Endpoint::Embeddings;
+        let stream = request.stream && endpoint.streams();
         outcome.stream = stream;
-        let targets = match runtime.router.resolve(&request.model) {
+        // The Messages door maps `claude-*` names to the models that serve them.
+        let routed = match door {
+            Protocol::Messages => runtime.config.anthropic.map_model(&request.model),
+            _ => None,
+        };
+        let targets = match runtime.router.resolve(routed.unwrap_or(&request.model)) {
             Ok(t) => t,
             Err(e) => return refuse(outcome, e),
         };
@@ -203,24 +239,40 @@ impl Gateway {
             },
             None => targets,
         };
+        if endpoint == Endpoint::CountTokens
+            && !targets.iter().any(|t| {
+                runtime
+                    .backends
+                    .get(&t.backend)
+                    .is_some_and(|b| b.connector.speaks(Protocol::Messages))
+            })
+        {
+            return count_tokens_locally(outcome, &request.body);
+        }
 
         let settings = runtime.relay;
-        let requested_model = request.model.clone();
+        // Only the translating doors need the client's request again, for the answer.
+        let reply_body = match door {
+            Protocol::Chat => JsonObject::default(),
+            _ => request.body.clone(),
+        };
+        let reply = Reply::new(endpoint, reply_body, request_id, request.model.clone());
         // Dispatch keeps to the request's deadline itself, so a timeout still names the
         // target it was waiting on.
         let deadline = tokio::time::Instant::from_std(outcome.started) + settings.request_timeout;
-        let mut pending: Pending = Box::pin(dispatch(
-            runtime.clone(),
-            self.metrics.clone(),
+        let mut pending: Pending = Box::pin(dispatch(Job {
+            runtime: runtime.clone(),
+            metrics: self.metrics.clone(),
             targets,
             request,
-            request_id.to_owned(),
+            request_id: request_id.to_owned(),
             deadline,
-        ));
+            native_headers,
+        }));
         if !stream {
             let mut dispatched = pending.await;
             outcome.dispatched(&mut dispatched);
-            return answer_whole(outcome, dispatched.result);
+            return answer_whole(outcome, &reply, dispatched.result);
         }
         // Hold the status line until the first event, but no longer than one keepalive
         // interval: a quick upstream error keeps its real status, a slow upstream gets a 200
@@ -233,34 +285,71 @@ impl Gateway {
                     Ok(Answer {
                         headers,
                         body: AnswerBody::Stream { first, rest },
+                        wire,
                     }) => {
-                        outcome.status = 200;
                         let headers = tollgate_headers(headers, &outcome);
-                        let relay =
-                            Relay::streaming(first, rest, settings, requested_model, outcome);
+                        outcome.status = 200;
+                        let relay = Relay::streaming(first, rest, wire, reply, settings, outcome);
                         sse_response(headers, relay)
                     }
                     // The upstream ignored `stream`: pass its whole answer on.
-                    whole => answer_whole(outcome, whole),
+                    whole => answer_whole(outcome, &reply, whole),
                 }
             }
             Err(_) => {
                 outcome.status = 200;
-                let relay = Relay::waiting(pending, settings, requested_model, outcome);
+                let relay = Relay::waiting(pending, reply, settings, outcome);
                 sse_response(HeaderMap::new(), relay)
             }
         }
     }
 }
 
+/// The client headers a backend speaking the door's protocol natively is sent:
+/// `anthropic-version` and `anthropic-beta` on the Messages door (betas change the request
+/// schema, so an Anthropic backend must see them).
+fn native_headers(door: Protocol, headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if door == Protocol::Messages {
+        for name in ["anthropic-version", "anthropic-beta"] {
+            for value in headers.get_all(name) {
+                out.append(HeaderName::from_static(name), value.clone());
+            }
+        }
+    }
+    out
+}
+
+/// `count_tokens` for a backend without its own: the local estimate
+/// (`tollgate_translate::anthropic::estimate_input_tokens`), answered at once.
+fn count_tokens_locally(mut outcome: Outcome, body: &JsonObject) -> Response<Body> {
+    let n = tollgate_translate::anthropic::estimate_input_tokens(body);
+    outcome.status = 200;
+    outcome.completed = true;
+    json_response(
+        StatusCode::OK,
+        Bytes::from(format!("{{\"input_tokens\":{n}}}")),
+    )
+}
+
 /// Answers with a whole body from dispatch.
-fn answer_whole(mut outcome: Outcome, result: Result<Answer, GatewayError>) -> Response<Body> {
+fn answer_whole(
+    mut outcome: Outcome,
+    reply: &Reply,
+    result: Result<Answer, GatewayError>,
+) -> Response<Body> {
     match result {
         Ok(Answer {
             headers,
             body: AnswerBody::Complete(bytes),
+            wire,
         }) => {
+            // Usage is read from what the backend sent, before any translation.
             outcome.usage = find_usage(&bytes);
+            let bytes = match reply.whole(wire, bytes) {
+                Ok(b) => b,
+                Err(e) => return refuse(outcome, e),
+            };
             outcome.status = 200;
             outcome.completed = true;
             let headers = tollgate_headers(headers, &outcome);
@@ -296,12 +385,12 @@ fn tollgate_headers(mut headers: HeaderMap, outcome: &Outcome) -> HeaderMap {
     headers
 }
 
-/// Ends a request with an error, noting it in the request's log line.
+/// Ends a request with an error in its door's shape, noting it in the request's log line.
 fn refuse(mut outcome: Outcome, error: GatewayError) -> Response<Body> {
-    outcome.status = error.status().as_u16();
     outcome.error = Some(error.code());
     outcome.completed = true;
-    let mut resp = error_response(&error);
+    let mut resp = door::error_response(outcome.door, &error);
+    outcome.status = resp.status().as_u16();
     if outcome.attempts > 0 {
         let headers = tollgate_headers(HeaderMap::new(), &outcome);
         resp.headers_mut().extend(headers);
@@ -318,11 +407,15 @@ fn require(
     if *method == wanted {
         Ok(())
     } else {
-        Err(GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path: path.to_owned(),
-            allow,
-        })
+        Err(not_allowed(method, path, allow))
+    }
+}
+
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> GatewayError {
+    GatewayError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_owned(),
+        allow,
     }
 }
 
@@ -350,17 +443,7 @@ fn sse_response(headers: HeaderMap, relay: Relay) -> Response<Body> {
 
 /// The OpenAI-shaped error response, with `retry-after` and `allow` where they apply.
 pub fn error_response(error: &GatewayError) -> Response<Body> {
-    let mut resp = json_response(error.status(), error.body());
-    if let Some(wait) = error.retry_after() {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        resp.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let GatewayError::MethodNotAllowed { allow, .. } = error {
-        resp.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
-    }
-    resp
+    door::error_response(Protocol::Chat, error)
 }
 
 /// Decodes `%XX` escapes in a path segment (model ids may arrive with `/` or `:` escaped).

@@ -27,7 +27,8 @@ pub async fn list(
         runtime.router.backend_permits(backend, model)
             && key.as_ref().is_none_or(|k| k.permits(backend, model))
     };
-    let lists = join_all(runtime.backends.iter().map(|(name, backend)| async move {
+    let listed = runtime.backends.iter().filter(|(_, b)| b.listed);
+    let lists = join_all(listed.map(|(name, backend)| async move {
         let wait = LIST_TIMEOUT.min(Duration::from_secs(backend.config.timeout));
         (
             name,
@@ -78,7 +79,12 @@ pub async fn list(
 pub fn readiness(runtime: &Runtime) -> Response<Body> {
     let mut backends = serde_json::Map::new();
     let mut usable = 0;
-    let mut names: Vec<_> = runtime.backends.keys().collect();
+    let mut names: Vec<_> = runtime
+        .backends
+        .iter()
+        .filter(|(_, b)| b.listed)
+        .map(|(name, _)| name)
+        .collect();
     names.sort();
     for name in names {
         let backend = &runtime.backends[name];

@@ -9,9 +9,12 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderMap;
+use tollgate_core::config::OutputBudget;
 use tollgate_core::{
-    ClientRequest, EventStream, GatewayError, ReplyBody, Request, SseEvent, Target,
+    ClientRequest, Endpoint, EventStream, GatewayError, JsonObject, Protocol, ReplyBody, Request,
+    SseEvent, Target,
 };
+use tollgate_translate::{anthropic, responses};
 
 use crate::breaker::Permit;
 use crate::metrics::Metrics;
@@ -24,6 +27,8 @@ pub struct Answer {
     /// Allow-listed upstream headers.
     pub headers: HeaderMap,
     pub body: AnswerBody,
+    /// The protocol the backend answered in (the door's, or Chat when translated).
+    pub wire: Protocol,
 }
 
 pub enum AnswerBody {
@@ -54,17 +59,32 @@ impl Outcome {
     }
 }
 
+/// Everything dispatch needs, owned, so its future can outlive the handler (a stream commits
+/// its 200 before the first event when the upstream is slow).
+pub struct Job {
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub targets: Vec<Target>,
+    /// The client's request, as its door parsed it.
+    pub request: ClientRequest,
+    pub request_id: String,
+    pub deadline: Instant,
+    /// Client headers for a backend that speaks the door's protocol natively.
+    pub native_headers: HeaderMap,
+}
+
 /// Tries `targets` in order, each up to `1 + retries` times with backoff, skipping backends
-/// whose circuit is open. The runtime snapshot is owned so the future can outlive the
-/// handler (a stream commits its 200 before the first event when the upstream is slow).
-pub async fn dispatch(
-    runtime: Arc<Runtime>,
-    metrics: Arc<Metrics>,
-    targets: Vec<Target>,
-    request: ClientRequest,
-    request_id: String,
-    deadline: Instant,
-) -> Dispatched {
+/// whose circuit is open.
+pub async fn dispatch(job: Job) -> Dispatched {
+    let Job {
+        runtime,
+        metrics,
+        targets,
+        request,
+        request_id,
+        deadline,
+        native_headers,
+    } = job;
     let settings = runtime.retry;
     let mut upstream_started = None;
     let mut attempts = 0;
@@ -81,6 +101,19 @@ pub async fn dispatch(
             tracing::info!(request_id = %request_id, from = %from.backend, to = %target.backend, "falling back to the next target");
             metrics.fallback(&from.backend);
         }
+        // The request as this backend takes it: untouched when it speaks the door's protocol,
+        // else translated (once per target, reused by its retries).
+        let (endpoint, wire, planned) = match plan(&request, backend, &target.model) {
+            Ok(p) => p,
+            Err(e) => {
+                return Dispatched {
+                    result: Err(e),
+                    target: Some(target),
+                    attempts,
+                    upstream_started,
+                }
+            }
+        };
         // A smaller output budget, once the upstream said the request overflows its context.
         let mut budget: Option<u64> = None;
         let mut retries = 0;
@@ -93,21 +126,27 @@ pub async fn dispatch(
             attempts += 1;
             upstream_started.get_or_insert_with(Instant::now);
             // Cloning a body copies no value: keys and values are slices of the client's body.
-            let mut body = request.body.clone();
+            let mut body = planned.clone();
             if let Some(budget) = budget {
-                retry::apply_budget(&mut body, budget);
+                retry::apply_budget(&mut body, endpoint, budget);
             }
             let upstream = Request {
-                endpoint: request.endpoint,
+                endpoint,
                 model: target.model.clone(),
                 stream: request.stream,
                 body,
                 request_id: request_id.clone(),
+                headers: if wire == request.endpoint.protocol() {
+                    native_headers.clone()
+                } else {
+                    HeaderMap::new()
+                },
             };
             let tried = attempt(
                 backend.connector.as_ref(),
                 upstream,
                 &target,
+                wire,
                 runtime.relay.max_silent_wait,
             );
             let outcome = match tokio::time::timeout_at(deadline, tried).await {
@@ -152,7 +191,7 @@ pub async fn dispatch(
             );
             // The output budget overflowed the context: once, ask for what fits.
             if budget.is_none() {
-                if let Some(fits) = retry::fitting_budget(&error, &request.body) {
+                if let Some(fits) = retry::fitting_budget(&error, &planned) {
                     budget = Some(fits);
                     tracing::info!(request_id = %request_id, budget = fits, "retrying with a smaller max_tokens");
                     continue;
@@ -249,6 +288,7 @@ async fn attempt(
     connector: &dyn tollgate_core::Connector,
     upstream: Request,
     target: &Target,
+    wire: Protocol,
     first_event: Duration,
 ) -> Result<Answer, GatewayError> {
     let reply = connector.send(upstream).await?;
@@ -256,6 +296,7 @@ async fn attempt(
         ReplyBody::Complete(bytes) => Ok(Answer {
             headers: reply.headers,
             body: AnswerBody::Complete(bytes),
+            wire,
         }),
         ReplyBody::Events(mut events) => {
             match tokio::time::timeout(first_event, events.next()).await {
@@ -265,6 +306,7 @@ async fn attempt(
                         first,
                         rest: events,
                     },
+                    wire,
                 }),
                 Ok(Some(Err(e))) => Err(e),
                 Ok(None) => Err(GatewayError::UpstreamFailed(format!(
@@ -278,5 +320,72 @@ async fn attempt(
                 ))),
             }
         }
+    }
+}
+
+/// The endpoint, protocol and body a request is sent to `backend` with: the client's own when
+/// the backend speaks the door's protocol, else a translation to one it speaks. The output
+/// budget (`output_budget`) is applied to whatever is sent.
+fn plan(
+    request: &ClientRequest,
+    backend: &crate::runtime::Backend,
+    model: &str,
+) -> Result<(Endpoint, Protocol, JsonObject), GatewayError> {
+    let connector = backend.connector.as_ref();
+    let door = request.endpoint.protocol();
+    let (endpoint, wire, mut body) = if connector.speaks(door) {
+        (request.endpoint, door, request.body.clone())
+    } else {
+        match request.endpoint {
+            Endpoint::Messages if connector.speaks(Protocol::Chat) => {
+                let chat = anthropic::to_chat(&request.body, &backend.chat_target(model))
+                    .map_err(crate::door::invalid)?;
+                (Endpoint::ChatCompletions, Protocol::Chat, chat)
+            }
+            Endpoint::Responses if connector.speaks(Protocol::Chat) => {
+                let chat = responses::to_chat(&request.body, &backend.chat_target(model))
+                    .map_err(crate::door::invalid)?;
+                (Endpoint::ChatCompletions, Protocol::Chat, chat)
+            }
+            other => {
+                return Err(GatewayError::invalid(format!(
+                    "this backend cannot serve `{}` requests",
+                    other.label()
+                )))
+            }
+        }
+    };
+    apply_output_budget(&mut body, endpoint, backend.budget);
+    Ok((endpoint, wire, body))
+}
+
+/// Applies `budget` to the output-budget field of `endpoint`'s body: the default when it has
+/// none, the hard cap when it asks for more.
+fn apply_output_budget(body: &mut JsonObject, endpoint: Endpoint, budget: OutputBudget) {
+    if budget == OutputBudget::default() {
+        return;
+    }
+    match endpoint {
+        Endpoint::Messages => {
+            anthropic::clamp_max_tokens(body, budget.default_max_tokens, budget.hard_max_tokens)
+        }
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses => {
+            let fields = retry::budget_fields(endpoint);
+            let asked = fields
+                .iter()
+                .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+                .max();
+            match budget.apply(asked) {
+                Some(n) if Some(n) != asked => {
+                    if asked.is_none() {
+                        body.insert(fields[0], &n);
+                    } else {
+                        retry::apply_budget(body, endpoint, n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Endpoint::Embeddings | Endpoint::CountTokens => {}
     }
 }

@@ -7,6 +7,7 @@ mod body;
 mod breaker;
 mod catalogue;
 mod dispatch;
+mod door;
 mod intake;
 mod metrics;
 mod outcome;

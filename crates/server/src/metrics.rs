@@ -34,6 +34,10 @@ static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::I
 
 /// What one finished request reports.
 pub struct Finished<'a> {
+    /// The client's protocol (`chat`, `responses`, `anthropic`).
+    pub door: &'static str,
+    /// The endpoint (`chat`, `messages`, … or `unknown` for a path that is none).
+    pub endpoint: &'static str,
     pub backend: Option<&'a str>,
     pub model: Option<&'a str>,
     pub key: Option<&'a str>,
@@ -47,7 +51,7 @@ pub struct Finished<'a> {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// Handles of the per-request series, by `backend\0key\0model`, so a request pays a
+    /// Handles of the per-request series, by `endpoint\0backend\0key\0model`, so a request pays a
     /// hash lookup instead of building and registering six metric keys. Copied on write:
     /// new combinations are rare, and bounded by the model cap.
     series: ArcSwap<HashMap<String, Arc<Series>, BuildHasherDefault<Fnv>>>,
@@ -85,6 +89,8 @@ impl std::hash::Hasher for Fnv {
 /// on first use so that series nobody recorded into (a class never answered, tokens of a
 /// backend that reports none) do not appear.
 struct Series {
+    door: &'static str,
+    endpoint: &'static str,
     backend: String,
     model: String,
     key: String,
@@ -101,6 +107,7 @@ struct Series {
 impl Series {
     fn labels(&self, extra: &[(&'static str, &str)]) -> Vec<Label> {
         let mut l = vec![
+            Label::new("door", self.door),
             Label::new("backend", self.backend.clone()),
             Label::new("model", self.model.clone()),
         ];
@@ -111,7 +118,11 @@ impl Series {
     fn requests(&self, r: &PrometheusRecorder, class: usize) -> &Counter {
         const CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
         self.requests[class].get_or_init(|| {
-            let labels = self.labels(&[("status", CLASSES[class]), ("key", &self.key)]);
+            let labels = self.labels(&[
+                ("endpoint", self.endpoint),
+                ("status", CLASSES[class]),
+                ("key", &self.key),
+            ]);
             r.register_counter(&Key::from_parts("tollgate_requests_total", labels), &META)
         })
     }
@@ -135,7 +146,10 @@ impl Series {
         name: &'static str,
     ) -> &'a Histogram {
         cell.get_or_init(|| {
-            let labels = vec![Label::new("backend", self.backend.clone())];
+            let labels = vec![
+                Label::new("door", self.door),
+                Label::new("backend", self.backend.clone()),
+            ];
             r.register_histogram(&Key::from_parts(name, labels), &META)
         })
     }
@@ -186,7 +200,7 @@ impl Metrics {
         r.describe_counter(
             "tollgate_requests_total".into(),
             None,
-            text("Requests answered, by backend, routed model, status class and client key."),
+            text("Requests answered, by door, endpoint, backend, routed model, status class and client key."),
         );
         r.describe_histogram(
             "tollgate_request_duration_seconds".into(),
@@ -278,14 +292,22 @@ impl Metrics {
     }
 
     /// The series of one combination, registered on first use.
-    fn series(&self, backend: &str, model: &str, key: &str) -> Arc<Series> {
+    fn series(
+        &self,
+        endpoint: &'static str,
+        door: &'static str,
+        backend: &str,
+        model: &str,
+        key: &str,
+    ) -> Arc<Series> {
         thread_local! {
             static ID: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         let cached = ID.with(|id| {
             let mut id = id.borrow_mut();
             id.clear();
-            for part in [backend, "\0", key, "\0", model] {
+            // The endpoint decides the door: it is enough to tell series apart.
+            for part in [endpoint, "\0", backend, "\0", key, "\0", model] {
                 id.push_str(part);
             }
             self.series.load().get(id.as_str()).cloned()
@@ -300,6 +322,8 @@ impl Metrics {
         };
         let admitted = label == model;
         let series = Arc::new(Series {
+            door,
+            endpoint,
             backend: backend.to_owned(),
             model: label,
             key: key.to_owned(),
@@ -314,7 +338,7 @@ impl Metrics {
         // A model past the cap is not cached under its own name: random names must not grow
         // the cache either. They take this slow path each time.
         if admitted {
-            let id = format!("{backend}\0{key}\0{model}");
+            let id = format!("{endpoint}\0{backend}\0{key}\0{model}");
             let added = series.clone();
             self.series.rcu(|map| {
                 let mut map = HashMap::clone(map);
@@ -328,6 +352,8 @@ impl Metrics {
     /// Records a finished request.
     pub fn finished(&self, f: &Finished<'_>) {
         let series = self.series(
+            f.endpoint,
+            f.door,
             f.backend.unwrap_or(""),
             f.model.filter(|_| f.backend.is_some()).unwrap_or(""),
             f.key.unwrap_or(""),
@@ -451,6 +477,8 @@ mod tests {
     fn renders_counters_and_histograms() {
         let m = Metrics::new();
         m.finished(&Finished {
+            door: "chat",
+            endpoint: "chat",
             backend: Some("nv"),
             model: Some("llama"),
             key: Some("ci"),
@@ -467,18 +495,20 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                r#"tollgate_requests_total{backend="nv",model="llama",status="2xx",key="ci"} 1"#
+                r#"tollgate_requests_total{door="chat",backend="nv",model="llama",endpoint="chat",status="2xx",key="ci"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"tollgate_tokens_total{backend="nv",model="llama",key="ci",kind="completion"} 4"#
+                r#"tollgate_tokens_total{door="chat",backend="nv",model="llama",key="ci",kind="completion"} 4"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"tollgate_request_duration_seconds_bucket{backend="nv",le="0.05"} 1"#),
+            text.contains(
+                r#"tollgate_request_duration_seconds_bucket{door="chat",backend="nv",le="0.05"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains("# HELP tollgate_requests_total"), "{text}");

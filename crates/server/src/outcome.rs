@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_core::{Endpoint, Target, Usage};
+use tollgate_core::{Endpoint, Protocol, Target, Usage};
 
 use crate::metrics::{Finished, Metrics};
 
@@ -13,7 +13,10 @@ pub struct Outcome {
     pub request_id: String,
     /// The client key's name, when keys are configured.
     pub key: Option<String>,
-    pub endpoint: Endpoint,
+    /// `None` for a path that is no endpoint (still logged and counted, as `unknown`).
+    pub endpoint: Option<Endpoint>,
+    /// The protocol the client spoke.
+    pub door: Protocol,
     pub stream: bool,
     /// The target that answered (or was tried last).
     pub target: Option<Target>,
@@ -34,12 +37,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(request_id: String, endpoint: Endpoint, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        request_id: String,
+        endpoint: Option<Endpoint>,
+        door: Protocol,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         metrics.inflight(1.0);
         Outcome {
             request_id,
             key: None,
             endpoint,
+            door,
             stream: false,
             target: None,
             attempts: 0,
@@ -75,7 +84,10 @@ impl Drop for Outcome {
         // convention (nginx) for "client closed the request".
         let status = if self.completed { self.status } else { 499 };
         self.metrics.inflight(-1.0);
+        let endpoint = self.endpoint.map_or("unknown", Endpoint::label);
         self.metrics.finished(&Finished {
+            door: self.door.label(),
+            endpoint,
             backend: self.target.as_ref().map(|t| t.backend.as_ref()),
             model: self.target.as_ref().map(|t| t.model.as_str()),
             key: self.key.as_deref(),
@@ -93,7 +105,8 @@ impl Drop for Outcome {
             message = "request",
             request_id = self.request_id.as_str(),
             key = self.key.as_deref().unwrap_or(""),
-            endpoint = self.endpoint.label(),
+            door = self.door.label(),
+            endpoint,
             stream = self.stream,
             backend,
             model,

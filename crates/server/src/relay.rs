@@ -1,7 +1,13 @@
-//! The streaming relay: upstream SSE events go to the client as the exact bytes received,
-//! one frame per event, as they arrive. While the upstream is silent for the keepalive
-//! interval — before its first event too — a keepalive frame goes out instead. A stream
-//! that breaks ends with an error event and never with `[DONE]`.
+//! The streaming relay: upstream SSE events go to the client as they arrive — the exact
+//! bytes received when the client speaks the backend's protocol, or rewritten by the door's
+//! translator when it does not. While the upstream is silent for the keepalive interval —
+//! before its first event too — a keepalive frame goes out instead. A stream that breaks ends
+//! with the door's error event and never with its success ending (`[DONE]`, `message_stop`,
+//! `response.completed`).
+//!
+//! Every event already buffered goes out in one frame (one write), capped at
+//! [`MAX_FRAME`]: an upstream that sends a burst (a batching server under load, a translated
+//! door) costs one write per burst, not one per event.
 //!
 //! The relay is the response body itself, polled by hyper: no task and no channel, so
 //! backpressure is the socket's, and a client that leaves drops the relay, which drops the
@@ -12,18 +18,23 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::config::KeepaliveFormat;
-use tollgate_core::{find_usage, EventStream, GatewayError, Marks, Peek, SseEvent};
+use tollgate_core::{find_usage, EventStream, GatewayError, Marks, Peek, Protocol, SseEvent};
+use tollgate_translate::StreamTranslator;
 
 use crate::dispatch::{AnswerBody, Dispatched};
+use crate::door::{self, Reply};
 use crate::outcome::Outcome;
 use crate::runtime::RelaySettings;
 
 /// The comment keepalive: ignored by every SSE parser.
 const COMMENT_KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// The most bytes one frame gathers from buffered events before it is written.
+pub const MAX_FRAME: usize = 64 * 1024;
 
 /// Dispatch still running after the 200 was committed.
 pub type Pending = Pin<Box<dyn Future<Output = Dispatched> + Send>>;
@@ -36,22 +47,82 @@ enum State {
     Finished,
 }
 
+/// How upstream events become the client's.
+enum Shape {
+    /// Not known until dispatch answers (the backend decides the wire protocol).
+    Undecided(Reply),
+    /// Same protocol on both sides: events go out as received.
+    Pass,
+    /// The door's translator writes the client's events.
+    Translate(Box<dyn StreamTranslator>),
+}
+
 /// What the relay has seen of the stream, to tell a complete stream from a broken one.
 #[derive(Default)]
 struct Seen {
+    /// The wire protocol's success ending (`[DONE]`, `message_stop`, `response.completed`).
     done: bool,
     error_frame: bool,
     finish_reason: bool,
+    /// Data events sent to the client (a passed-through Responses stream numbers its events).
+    sent: u64,
     /// The stream's `id`, `model`, `created`, for `chunk` keepalives.
     id: Option<String>,
     model: Option<String>,
     created: Option<u64>,
 }
 
+/// The frame being gathered: a lone passed-through event stays the upstream's own buffer;
+/// a second one (or a translator's output) makes it a copy.
+#[derive(Default)]
+struct Gather {
+    first: Option<Bytes>,
+    buf: BytesMut,
+}
+
+impl Gather {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.buf.len()
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if self.first.is_none() && self.buf.is_empty() {
+            self.first = Some(bytes);
+            return;
+        }
+        self.spill();
+        self.buf.extend_from_slice(&bytes);
+    }
+
+    /// Where a translator writes: after whatever was gathered.
+    fn writer(&mut self) -> &mut BytesMut {
+        self.spill();
+        &mut self.buf
+    }
+
+    fn spill(&mut self) {
+        if let Some(first) = self.first.take() {
+            self.buf.extend_from_slice(&first);
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+}
+
 pub struct Relay {
     state: State,
     /// An event to send before polling the upstream again (the first one, from dispatch).
     queued: Option<SseEvent>,
+    shape: Shape,
+    /// The client's protocol.
+    door: Protocol,
+    /// The backend's protocol (what the events being read are); the door's until known.
+    wire: Protocol,
     settings: RelaySettings,
     /// Fires each keepalive interval; re-armed lazily from `last_sent`.
     keepalive: Pin<Box<Sleep>>,
@@ -63,19 +134,36 @@ pub struct Relay {
     silence: Pin<Box<Sleep>>,
     last_event: Instant,
     seen: Seen,
+    gather: Gather,
     /// The model the client asked for, used in `chunk` keepalives until the stream names one.
     requested_model: String,
     outcome: Outcome,
 }
 
 impl Relay {
+    /// A relay in `state`; `wire` is the backend's protocol when dispatch has answered.
     fn new(
         state: State,
         queued: Option<SseEvent>,
+        reply: Reply,
+        wire: Option<Protocol>,
         settings: RelaySettings,
-        requested_model: String,
         outcome: Outcome,
     ) -> Self {
+        let door = reply.door();
+        let requested_model = reply.requested_model().to_owned();
+        let mut refused = None;
+        let shape = match wire {
+            None => Shape::Undecided(reply),
+            Some(wire) => match reply.translator(wire) {
+                Ok(Some(t)) => Shape::Translate(t),
+                Ok(None) => Shape::Pass,
+                Err(e) => {
+                    refused = Some(e);
+                    Shape::Pass
+                }
+            },
+        };
         let now = Instant::now();
         let deadline = Instant::from_std(outcome.started) + settings.request_timeout;
         // A relay that starts waiting was committed because the client had already heard
@@ -84,9 +172,12 @@ impl Relay {
             State::Waiting(_) => now.checked_sub(settings.keepalive_interval).unwrap_or(now),
             _ => now,
         };
-        Relay {
+        let mut relay = Relay {
             state,
             queued,
+            shape,
+            door,
+            wire: wire.unwrap_or(door),
             settings,
             keepalive: Box::pin(tokio::time::sleep_until(
                 last_sent + settings.keepalive_interval,
@@ -96,24 +187,34 @@ impl Relay {
             silence: Box::pin(tokio::time::sleep_until(now + settings.max_silent_wait)),
             last_event: now,
             seen: Seen::default(),
+            gather: Gather::default(),
             requested_model,
             outcome,
+        };
+        // Dispatch only plans translations it has; a pair without one is a bug, told
+        // in-stream rather than hidden.
+        if let Some(e) = refused {
+            relay.queued = None;
+            relay.fail(e, "untranslatable");
         }
+        relay
     }
 
-    /// A relay for a stream whose first event is already in hand.
+    /// A relay for a stream whose first event is already in hand, read in `wire`'s protocol.
     pub fn streaming(
         first: SseEvent,
         rest: EventStream,
+        wire: Protocol,
+        reply: Reply,
         settings: RelaySettings,
-        requested_model: String,
         outcome: Outcome,
     ) -> Self {
         Relay::new(
             State::Streaming(rest),
             Some(first),
+            reply,
+            Some(wire),
             settings,
-            requested_model,
             outcome,
         )
     }
@@ -121,59 +222,47 @@ impl Relay {
     /// A relay that first waits for dispatch to finish.
     pub fn waiting(
         pending: Pending,
+        reply: Reply,
         settings: RelaySettings,
-        requested_model: String,
         outcome: Outcome,
     ) -> Self {
         Relay::new(
             State::Waiting(pending),
             None,
+            reply,
+            None,
             settings,
-            requested_model,
             outcome,
         )
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
-        if let Some(event) = self.queued.take() {
-            return Poll::Ready(Some(self.forward(event)));
+        if let State::Waiting(pending) = &mut self.state {
+            if let Poll::Ready(dispatched) = pending.as_mut().poll(cx) {
+                self.start(dispatched);
+            }
         }
-        match &mut self.state {
-            State::Finished => return Poll::Ready(None),
-            State::Waiting(pending) => {
-                if let Poll::Ready(dispatched) = pending.as_mut().poll(cx) {
-                    return Poll::Ready(Some(self.start(dispatched)));
-                }
+        if let Some(event) = self.queued.take() {
+            self.take_in(event);
+        }
+        // Everything the upstream already sent goes into this frame, up to its cap.
+        while self.gather.len() < MAX_FRAME {
+            let State::Streaming(events) = &mut self.state else {
+                break;
+            };
+            match events.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(event))) => self.take_in(event),
+                Poll::Ready(Some(Err(e))) => self.fail(e, "stream_broken"),
+                Poll::Ready(None) => self.end_of_stream(),
             }
-            State::Streaming(_) => {
-                while let State::Streaming(events) = &mut self.state {
-                    match events.as_mut().poll_next(cx) {
-                        Poll::Pending => break,
-                        // An event the gateway asked for itself (the usage chunk): read, not sent.
-                        Poll::Ready(Some(Ok(event))) if event.is_hidden() => {
-                            self.observe(&event);
-                            self.last_event = Instant::now();
-                        }
-                        Poll::Ready(Some(Ok(event))) => {
-                            return Poll::Ready(Some(self.forward(event)))
-                        }
-                        Poll::Ready(Some(Err(e))) => {
-                            return Poll::Ready(Some(self.fail(e, "stream_broken")))
-                        }
-                        Poll::Ready(None) => {
-                            if self.seen.done || self.seen.error_frame || self.seen.finish_reason {
-                                self.state = State::Finished;
-                                self.outcome.completed = true;
-                                return Poll::Ready(None);
-                            }
-                            let e = GatewayError::UpstreamFailed(
-                                "the backend ended the stream before it was complete".into(),
-                            );
-                            return Poll::Ready(Some(self.fail(e, "stream_incomplete")));
-                        }
-                    }
-                }
-            }
+        }
+        if let Some(frame) = self.gather.take() {
+            self.last_sent = Instant::now();
+            return Poll::Ready(Some(Frame::data(frame)));
+        }
+        if matches!(self.state, State::Finished) {
+            return Poll::Ready(None);
         }
 
         if self.deadline.as_mut().poll(cx).is_ready() {
@@ -181,7 +270,7 @@ impl Relay {
                 "the request exceeded server.request_timeout ({}s)",
                 self.settings.request_timeout.as_secs()
             ));
-            return Poll::Ready(Some(self.fail(e, "request_timeout")));
+            return self.fail_now(e, "request_timeout");
         }
         if matches!(self.state, State::Streaming(_)) {
             while self.silence.as_mut().poll(cx).is_ready() {
@@ -191,7 +280,7 @@ impl Relay {
                         "the backend sent nothing for failure_handling.max_silent_wait ({}s)",
                         self.settings.max_silent_wait.as_secs()
                     ));
-                    return Poll::Ready(Some(self.fail(e, "upstream_silent")));
+                    return self.fail_now(e, "upstream_silent");
                 }
                 self.silence.as_mut().reset(due);
             }
@@ -213,64 +302,161 @@ impl Relay {
     }
 
     /// Dispatch finished after the 200 went out: stream its answer, or end with its error.
-    fn start(&mut self, mut dispatched: Dispatched) -> Frame<Bytes> {
+    fn start(&mut self, mut dispatched: Dispatched) {
         self.outcome.dispatched(&mut dispatched);
-        match dispatched.result {
-            Ok(answer) => match answer.body {
-                AnswerBody::Stream { first, rest } => {
-                    self.state = State::Streaming(rest);
-                    self.forward(first)
-                }
-                AnswerBody::Complete(_) => {
-                    let e = GatewayError::UpstreamFailed(
-                        "the backend answered without a stream".into(),
-                    );
-                    self.fail(e, "not_a_stream")
-                }
+        let answer = match dispatched.result {
+            Ok(answer) => answer,
+            Err(e) => return self.fail(e, "upstream_error"),
+        };
+        let (first, rest) = match answer.body {
+            AnswerBody::Stream { first, rest } => (first, rest),
+            AnswerBody::Complete(_) => {
+                let e =
+                    GatewayError::UpstreamFailed("the backend answered without a stream".into());
+                return self.fail(e, "not_a_stream");
+            }
+        };
+        self.wire = answer.wire;
+        let shape = std::mem::replace(&mut self.shape, Shape::Pass);
+        self.shape = match shape {
+            Shape::Undecided(reply) => match reply.translator(answer.wire) {
+                Ok(Some(t)) => Shape::Translate(t),
+                Ok(None) => Shape::Pass,
+                Err(e) => return self.fail(e, "untranslatable"),
             },
-            Err(e) => self.fail(e, "upstream_error"),
+            decided => decided,
+        };
+        self.state = State::Streaming(rest);
+        self.queued = Some(first);
+    }
+
+    /// Takes one upstream event into the frame being gathered: as it is, through the
+    /// translator, or not at all (an event the gateway asked for itself).
+    fn take_in(&mut self, event: SseEvent) {
+        self.last_event = Instant::now();
+        let Some(payload) = event.payload() else {
+            // A comment (an upstream's own keepalive): passed on when passing through; a
+            // translated door writes its own keepalives.
+            if matches!(self.shape, Shape::Pass) {
+                self.gather.push(event.into_raw());
+            }
+            return;
+        };
+        self.observe(&event, &payload);
+        if self.seen.error_frame {
+            self.error_frame(&event, &payload);
+            return;
+        }
+        match &mut self.shape {
+            Shape::Translate(translator) => translator.event(&payload, self.gather.writer()),
+            // The usage chunk tollgate asked for itself: read, not relayed.
+            _ if event.is_hidden() => {}
+            _ => {
+                self.seen.sent += 1;
+                drop(payload);
+                self.gather.push(event.into_raw());
+            }
         }
     }
 
-    /// Sends one upstream event unchanged, noting what the gateway must know of it.
-    fn forward(&mut self, event: SseEvent) -> Frame<Bytes> {
-        self.observe(&event);
-        self.last_sent = Instant::now();
-        self.last_event = self.last_sent;
-        Frame::data(event.into_raw())
+    /// An upstream error frame after the 200: the stream's end, counted as that error.
+    fn error_frame(&mut self, event: &SseEvent, payload: &[u8]) {
+        if let Some(backend) = self.outcome.backend() {
+            self.outcome
+                .metrics()
+                .upstream_error(backend, "stream_error_frame");
+        }
+        self.outcome.error = Some("upstream_error_frame");
+        self.outcome.completed = true;
+        match &mut self.shape {
+            Shape::Translate(translator) => {
+                let e = frame_error(self.wire, payload);
+                door::fail_through(translator.as_mut(), &e, self.gather.writer());
+            }
+            _ => self.gather.push(event.raw().clone()),
+        }
+        tracing::warn!(request_id = %self.outcome.request_id, "the backend ended the stream with an error frame");
+        self.state = State::Finished;
     }
 
-    fn observe(&mut self, event: &SseEvent) {
-        let Some(payload) = event.payload() else {
-            return; // a comment, e.g. an upstream's own keepalive
-        };
+    /// The upstream body ended: complete when the wire protocol's ending (or a finish
+    /// reason) was seen, broken otherwise.
+    fn end_of_stream(&mut self) {
+        if self.seen.done || self.seen.finish_reason {
+            if let Shape::Translate(translator) = &mut self.shape {
+                translator.finish(self.gather.writer());
+            }
+            self.state = State::Finished;
+            self.outcome.completed = true;
+            return;
+        }
+        let e = GatewayError::UpstreamFailed(
+            "the backend ended the stream before it was complete".into(),
+        );
+        self.fail(e, "stream_incomplete");
+    }
+
+    /// Reads what the gateway must know of one event, in the wire protocol's terms.
+    fn observe(&mut self, event: &SseEvent, payload: &[u8]) {
         if self.outcome.first_event.is_none() {
             self.outcome.first_event = Some(self.outcome.started.elapsed());
         }
+        match self.wire {
+            Protocol::Chat => self.observe_chat(payload),
+            Protocol::Messages | Protocol::Responses => {
+                let name = event_name(event.raw());
+                let (done, failed, usage) = match self.wire {
+                    Protocol::Messages => (
+                        name == b"message_stop",
+                        name == b"error",
+                        name == b"message_start" || name == b"message_delta",
+                    ),
+                    _ => (
+                        name == b"response.completed" || name == b"response.incomplete",
+                        name == b"response.failed" || name == b"error",
+                        name == b"response.completed" || name == b"response.incomplete",
+                    ),
+                };
+                self.seen.done |= done;
+                self.seen.error_frame |= failed;
+                if usage {
+                    if let Some(found) = find_usage(payload) {
+                        let so_far = self.outcome.usage.unwrap_or_default();
+                        self.outcome.usage = Some(so_far.merge(found));
+                    }
+                }
+            }
+        }
+    }
+
+    fn observe_chat(&mut self, payload: &[u8]) {
         if payload.trim_ascii() == b"[DONE]" {
             self.seen.done = true;
             return;
         }
         // Most chunks carry only a delta: scan for what matters, parse only what has it.
-        let marks = Marks::scan(&payload);
+        let marks = Marks::scan(payload);
         self.seen.error_frame |= marks.error;
         self.seen.finish_reason |= marks.finished;
         if marks.usage {
-            if let Some(usage) = find_usage(&payload) {
+            if let Some(usage) = find_usage(payload) {
                 self.outcome.usage = Some(usage);
             }
         }
         // `chunk` keepalives reuse the stream's id and model: read them once.
-        if self.settings.keepalive_format == KeepaliveFormat::Chunk && self.seen.id.is_none() {
-            let peek = Peek::read(&payload);
+        if self.door == Protocol::Chat
+            && self.settings.keepalive_format == KeepaliveFormat::Chunk
+            && self.seen.id.is_none()
+        {
+            let peek = Peek::read(payload);
             self.seen.id = peek.id.map(|s| s.into_owned());
             self.seen.model = peek.model.map(|s| s.into_owned());
             self.seen.created = peek.created;
         }
     }
 
-    /// Ends the stream with an error event (and no `[DONE]`).
-    fn fail(&mut self, error: GatewayError, why: &'static str) -> Frame<Bytes> {
+    /// Ends the stream with the door's error event (and no success ending).
+    fn fail(&mut self, error: GatewayError, why: &'static str) {
         // A failure after content went out is the upstream's (or the deadline's); one before
         // (dispatch's own error) was counted by dispatch.
         if self.outcome.first_event.is_some() {
@@ -282,34 +468,93 @@ impl Relay {
         self.state = State::Finished;
         self.outcome.error = Some(why);
         self.outcome.completed = true;
-        Frame::data(error.sse_event())
+        match &mut self.shape {
+            Shape::Translate(translator) => {
+                door::fail_through(translator.as_mut(), &error, self.gather.writer())
+            }
+            _ => {
+                let event = door::error_event(self.door, &error, self.seen.sent);
+                self.gather.push(event);
+            }
+        }
+    }
+
+    /// `fail`, written at once (from a timer, outside the gathering loop).
+    fn fail_now(&mut self, error: GatewayError, why: &'static str) -> Poll<Option<Frame<Bytes>>> {
+        self.fail(error, why);
+        Poll::Ready(self.gather.take().map(Frame::data))
     }
 
     fn keepalive_frame(&self) -> Bytes {
-        match self.settings.keepalive_format {
-            KeepaliveFormat::Comment => Bytes::from_static(COMMENT_KEEPALIVE),
-            KeepaliveFormat::Chunk => {
-                let id = self
-                    .seen
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("chatcmpl-{}", self.outcome.request_id));
-                let model = self.seen.model.as_deref().unwrap_or(&self.requested_model);
-                let created = self.seen.created.unwrap_or_else(|| {
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0)
-                });
-                let chunk = serde_json::json!({
-                    "id": id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": null}],
-                });
-                SseEvent::data(chunk.to_string().as_bytes()).into_raw()
-            }
+        match self.door {
+            Protocol::Messages => Bytes::from_static(tollgate_translate::anthropic::PING),
+            Protocol::Responses => Bytes::from_static(COMMENT_KEEPALIVE),
+            Protocol::Chat => match self.settings.keepalive_format {
+                KeepaliveFormat::Comment => Bytes::from_static(COMMENT_KEEPALIVE),
+                KeepaliveFormat::Chunk => self.chunk_keepalive(),
+            },
         }
+    }
+
+    fn chunk_keepalive(&self) -> Bytes {
+        let id = self
+            .seen
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("chatcmpl-{}", self.outcome.request_id));
+        let model = self.seen.model.as_deref().unwrap_or(&self.requested_model);
+        let created = self.seen.created.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
+        let chunk = serde_json::json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": null}],
+        });
+        SseEvent::data(chunk.to_string().as_bytes()).into_raw()
+    }
+}
+
+/// The value of an event's `event:` line (empty when it has none).
+fn event_name(raw: &[u8]) -> &[u8] {
+    for line in raw.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(value) = line.strip_prefix(b"event:") {
+            return value.strip_prefix(b" ").unwrap_or(value);
+        }
+    }
+    b""
+}
+
+/// An upstream error frame as the error it stands for: its numeric `code` (or `status`) as
+/// the status when that is an HTTP error status, else 502; its message as the message.
+fn frame_error(wire: Protocol, payload: &[u8]) -> GatewayError {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let error = match wire {
+        Protocol::Responses if v["type"] == "response.failed" => &v["response"]["error"],
+        Protocol::Responses => &v,
+        _ => &v["error"],
+    };
+    let status = error["code"]
+        .as_u64()
+        .or_else(|| error["status"].as_u64())
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c))
+        .unwrap_or(502);
+    let message = error["message"]
+        .as_str()
+        .unwrap_or("the backend ended the stream with an error")
+        .to_owned();
+    let body =
+        tollgate_core::error::openai_error_body(&message, "upstream_error", None, "upstream_error");
+    GatewayError::Upstream {
+        status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+        body,
+        retry_after: None,
     }
 }

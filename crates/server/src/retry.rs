@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use tollgate_core::config::Backoff;
-use tollgate_core::{GatewayError, JsonObject};
+use tollgate_core::{Endpoint, GatewayError, JsonObject};
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,20 +122,31 @@ pub fn fitting_budget(e: &GatewayError, body: &JsonObject) -> Option<u64> {
         .or_else(|| number_after(&message, "context length is "))?;
     let prompt = number_before(&message, " in the messages")
         .or_else(|| number_before(&message, " input tokens"))?;
-    let requested = [
-        body.decode::<u64>("max_completion_tokens").ok().flatten(),
-        body.decode::<u64>("max_tokens").ok().flatten(),
-    ]
-    .into_iter()
-    .flatten()
-    .max()?;
+    let requested = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .into_iter()
+        .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+        .max()?;
     let room = limit.checked_sub(prompt)?;
     (room > 0 && room < requested).then_some(room)
 }
 
-/// Sets every output budget field the body has to `budget`.
-pub fn apply_budget(body: &mut JsonObject, budget: u64) {
-    for field in ["max_completion_tokens", "max_tokens"] {
+/// The output-budget fields of `endpoint`'s bodies; the first is the one to add.
+pub fn budget_fields(endpoint: Endpoint) -> &'static [&'static str] {
+    match endpoint {
+        Endpoint::Responses => &["max_output_tokens"],
+        Endpoint::Messages => &["max_tokens"],
+        _ => &["max_tokens", "max_completion_tokens"],
+    }
+}
+
+/// Sets every output budget field the body has to `budget`. A Messages body keeps its
+/// `thinking.budget_tokens` below the new `max_tokens`.
+pub fn apply_budget(body: &mut JsonObject, endpoint: Endpoint, budget: u64) {
+    if endpoint == Endpoint::Messages {
+        tollgate_translate::anthropic::clamp_max_tokens(body, None, Some(budget));
+        return;
+    }
+    for field in budget_fields(endpoint) {
         if body.contains(field) {
             body.insert(field, &budget);
         }
@@ -252,7 +263,7 @@ mod tests {
     #[test]
     fn budget_is_applied_to_the_fields_present() {
         let mut b = body(r#"{"max_completion_tokens":10,"model":"m"}"#);
-        apply_budget(&mut b, 5);
+        apply_budget(&mut b, Endpoint::ChatCompletions, 5);
         assert_eq!(
             &b.to_bytes()[..],
             br#"{"max_completion_tokens":5,"model":"m"}"#

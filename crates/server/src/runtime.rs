@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tollgate_core::config::{BackendConfig, Backoff, KeepaliveFormat};
+use tollgate_core::config::{
+    BackendConfig, Backoff, KeepaliveFormat, OutputBudget, ReasoningControl,
+};
 use tollgate_core::{Config, Connector, Env, Problem, Registry, Router};
+use tollgate_translate::{ChatTarget, Reasoning};
 
 use crate::auth::Keys;
 use crate::breaker::Breaker;
@@ -22,6 +25,26 @@ pub struct Backend {
     /// Carried over with the connector on reload (same backend, same breaker settings), so
     /// an open circuit stays open.
     pub breaker: Arc<Breaker>,
+    /// The output budget of its requests: its own `output_budget` over the top-level one.
+    pub budget: OutputBudget,
+    /// False for a connector type built on demand for a request's `type:` prefix, which the
+    /// configuration never names: it is routable but not listed in `/v1/models` or readiness.
+    pub listed: bool,
+}
+
+impl Backend {
+    /// What a request translated for this backend may carry, for `model`.
+    pub fn chat_target(&self, model: &str) -> ChatTarget {
+        let reasoning = match self.config.reasoning.as_ref().map(|r| r.control_for(model)) {
+            None | Some(ReasoningControl::None) => Reasoning::Drop,
+            Some(ReasoningControl::Effort) => Reasoning::Effort,
+            Some(ReasoningControl::TemplateFlag(name)) => Reasoning::TemplateFlag(name),
+        };
+        ChatTarget {
+            reasoning,
+            top_k: false,
+        }
+    }
 }
 
 /// Relay settings from `failure_handling` and `server`.
@@ -65,9 +88,23 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Runtime, Vec<Problem>> {
         let kinds = registry.kinds();
+        let mut config = config;
+        config.add_implicit_backends(&kinds);
         let mut problems = config.validate(&kinds);
         let mut backends = HashMap::new();
-        for (name, backend_config) in &config.backends {
+        // Every connector type no entry names is built too, unlisted, so a request's `nvidia:`
+        // prefix reaches NIM with the type's defaults and key variable (SPEC §1).
+        let on_demand: Vec<(String, BackendConfig)> = kinds
+            .iter()
+            .filter(|k| !config.backends.contains_key(**k))
+            .map(|k| (k.to_string(), BackendConfig::default()))
+            .collect();
+        let all = config
+            .backends
+            .iter()
+            .map(|(n, c)| (n, c, true))
+            .chain(on_demand.iter().map(|(n, c)| (n, c, false)));
+        for (name, backend_config, listed) in all {
             if !backend_config
                 .kind(name, &kinds)
                 .is_some_and(|k| kinds.contains(&k))
@@ -82,6 +119,8 @@ impl Runtime {
                 Some(old) => old.connector.clone(),
                 None => match registry.build(name, backend_config, env) {
                     Ok(c) => c,
+                    // A type that cannot be built with its defaults is simply not offered.
+                    Err(_) if !listed => continue,
                     Err(found) => {
                         problems.extend(found);
                         continue;
@@ -98,6 +137,11 @@ impl Runtime {
                     config: backend_config.clone(),
                     connector,
                     breaker,
+                    budget: backend_config
+                        .output_budget
+                        .unwrap_or_default()
+                        .over(config.output_budget),
+                    listed,
                 },
             );
         }
@@ -111,8 +155,14 @@ impl Runtime {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let mut routing = config.clone();
+        routing.backends.extend(
+            on_demand
+                .into_iter()
+                .filter(|(name, _)| backends.contains_key(name.as_str())),
+        );
         Ok(Runtime {
-            router: Router::new(&config),
+            router: Router::new(&routing),
             backends,
             keys,
             relay: RelaySettings {

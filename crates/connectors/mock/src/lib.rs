@@ -111,6 +111,9 @@ impl Mock {
                 "choices": [{"index": 0, "text": self.options.reply, "finish_reason": "stop", "logprobs": null}],
                 "usage": usage,
             }),
+            Endpoint::Messages | Endpoint::CountTokens | Endpoint::Responses => {
+                json!({"error": {"message": "not a chat endpoint", "type": "invalid_request_error"}})
+            }
             Endpoint::Embeddings => {
                 let embedding: Vec<f32> = (0..8).map(|i| (i as f32 + 1.0) / 8.0).collect();
                 json!({
@@ -170,6 +173,13 @@ impl Mock {
 #[async_trait]
 impl Connector for Mock {
     async fn send(&self, request: Request) -> Result<Reply, GatewayError> {
+        // The mock speaks Chat only; the server translates the other doors' requests first.
+        if request.endpoint.protocol() != tollgate_core::Protocol::Chat {
+            return Err(GatewayError::invalid(format!(
+                "the mock backend does not serve `{}` requests",
+                request.endpoint.label()
+            )));
+        }
         if self.options.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.options.latency_ms)).await;
         }
@@ -253,6 +263,7 @@ mod tests {
             stream: c.stream,
             body: c.body,
             request_id: "r".into(),
+            headers: Default::default(),
         }
     }
 

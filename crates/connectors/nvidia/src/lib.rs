@@ -152,6 +152,13 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
 /// Registers the `nvidia` type.
 pub fn register(registry: &mut Registry) {
     registry.register(NVIDIA.kind, build);
+    registry.describe(
+        NVIDIA.kind,
+        tollgate_core::TypeInfo {
+            default_url: NVIDIA.default_url,
+            key_var: Some(NVIDIA.key_var),
+        },
+    );
 }
 
 #[cfg(test)]

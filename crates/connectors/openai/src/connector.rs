@@ -264,11 +264,12 @@ impl Connector for OpenAiCompatible {
             stream,
             mut body,
             request_id,
+            headers: _,
         } = request;
         body.insert("model", &model);
         // OpenAI streams carry usage only when asked; ask, and keep the answer to ourselves.
         let hide_usage = stream
-            && endpoint != Endpoint::Embeddings
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
             && !body.contains("stream_options")
             && self.hooks.ask_stream_usage();
         if hide_usage {

@@ -71,4 +71,11 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
 /// Registers the `openai` type.
 pub fn register(registry: &mut Registry) {
     registry.register(OPENAI.kind, build);
+    registry.describe(
+        OPENAI.kind,
+        tollgate_core::TypeInfo {
+            default_url: OPENAI.default_url,
+            key_var: Some(OPENAI.key_var),
+        },
+    );
 }

@@ -56,10 +56,16 @@ impl Upstream {
 
     /// The URIs of every endpoint path below `base`.
     pub fn endpoint_uris(base: &str) -> Vec<(&'static str, http::Uri)> {
-        ["chat/completions", "completions", "embeddings", "models"]
-            .into_iter()
-            .filter_map(|p| Some((p, format!("{base}/{p}").parse().ok()?)))
-            .collect()
+        [
+            "chat/completions",
+            "completions",
+            "embeddings",
+            "responses",
+            "models",
+        ]
+        .into_iter()
+        .filter_map(|p| Some((p, format!("{base}/{p}").parse().ok()?)))
+        .collect()
     }
 
     /// Sends and waits for the response headers, within `timeout`.

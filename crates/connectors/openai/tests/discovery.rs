@@ -51,6 +51,7 @@ fn chat(stream: bool) -> Request {
         stream,
         body: JsonObject::parse(body.as_bytes()).expect("json"),
         request_id: "req-1".into(),
+        headers: Default::default(),
     }
 }
 

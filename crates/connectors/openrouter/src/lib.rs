@@ -83,6 +83,13 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
 /// Registers the `openrouter` type.
 pub fn register(registry: &mut Registry) {
     registry.register(OPENROUTER.kind, build);
+    registry.describe(
+        OPENROUTER.kind,
+        tollgate_core::TypeInfo {
+            default_url: OPENROUTER.default_url,
+            key_var: Some(OPENROUTER.key_var),
+        },
+    );
 }
 
 #[cfg(test)]

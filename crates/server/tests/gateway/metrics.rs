@@ -74,16 +74,16 @@ async fn counters_and_histograms_follow_the_traffic() {
         .header("content-type")
         .is_some_and(|c| c.starts_with("text/plain")));
     let text = r.text();
-    let ok = r#"tollgate_requests_total{backend="up",model="gpt",status="2xx",key="team-a"}"#;
+    let ok = r#"tollgate_requests_total{door="chat",backend="up",model="gpt",endpoint="chat",status="2xx",key="team-a"}"#;
     assert_eq!(sample(&text, ok), 5.0);
-    let bad = r#"tollgate_requests_total{backend="up",model="gpt",status="4xx",key="team-a"}"#;
+    let bad = r#"tollgate_requests_total{door="chat",backend="up",model="gpt",endpoint="chat",status="4xx",key="team-a"}"#;
     assert_eq!(sample(&text, bad), 1.0);
-    let unrouted = r#"tollgate_requests_total{backend="",model="",status="4xx",key="team-a"}"#;
+    let unrouted = r#"tollgate_requests_total{door="chat",backend="",model="",endpoint="chat",status="4xx",key="team-a"}"#;
     assert_eq!(sample(&text, unrouted), 1.0);
     // Usage: three whole answers of 5/7, streams of 5/3 and 5/1.
-    let prompt = r#"tollgate_tokens_total{backend="up",model="gpt",key="team-a",kind="prompt"}"#;
-    let completion =
-        r#"tollgate_tokens_total{backend="up",model="gpt",key="team-a",kind="completion"}"#;
+    let prompt =
+        r#"tollgate_tokens_total{door="chat",backend="up",model="gpt",key="team-a",kind="prompt"}"#;
+    let completion = r#"tollgate_tokens_total{door="chat",backend="up",model="gpt",key="team-a",kind="completion"}"#;
     assert_eq!(sample(&text, prompt), 25.0);
     assert_eq!(sample(&text, completion), 7.0 * 3.0 + 3.0 + 1.0);
     assert_eq!(
@@ -110,35 +110,35 @@ async fn counters_and_histograms_follow_the_traffic() {
     assert_eq!(
         sample(
             &text,
-            r#"tollgate_request_duration_seconds_count{backend="up"}"#
+            r#"tollgate_request_duration_seconds_count{door="chat",backend="up"}"#
         ),
         6.0
     );
     assert_eq!(
         sample(
             &text,
-            r#"tollgate_time_to_first_token_seconds_count{backend="up"}"#
+            r#"tollgate_time_to_first_token_seconds_count{door="chat",backend="up"}"#
         ),
         2.0
     );
     assert_eq!(
         sample(
             &text,
-            r#"tollgate_upstream_duration_seconds_count{backend="up"}"#
+            r#"tollgate_upstream_duration_seconds_count{door="chat",backend="up"}"#
         ),
         6.0
     );
     assert_eq!(
         sample(
             &text,
-            r#"tollgate_gateway_overhead_seconds_count{backend="up"}"#
+            r#"tollgate_gateway_overhead_seconds_count{door="chat",backend="up"}"#
         ),
         6.0
     );
     // The slow stream took over a second: it is above the 1 s bucket.
     let under_1s = sample(
         &text,
-        r#"tollgate_request_duration_seconds_bucket{backend="up",le="1"}"#,
+        r#"tollgate_request_duration_seconds_bucket{door="chat",backend="up",le="1"}"#,
     );
     assert_eq!(under_1s, 5.0, "{text}");
     assert_no_upstream_key(&r);
@@ -197,7 +197,7 @@ async fn routed_model_labels_are_capped() {
     assert_eq!(
         sample(
             &text,
-            r#"tollgate_requests_total{backend="mock",model="other",status="2xx",key=""}"#
+            r#"tollgate_requests_total{door="chat",backend="mock",model="other",endpoint="chat",status="2xx",key=""}"#
         ),
         50.0
     );

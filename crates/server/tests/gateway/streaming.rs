@@ -320,8 +320,9 @@ async fn usage_is_asked_for_counted_and_not_shown_to_a_client_that_did_not_ask()
         .await
         .text();
     assert!(
-        metrics
-            .contains(r#"tollgate_tokens_total{backend="up",model="m",key="",kind="prompt"} 11"#),
+        metrics.contains(
+            r#"tollgate_tokens_total{door="chat",backend="up",model="m",key="",kind="prompt"} 11"#
+        ),
         "{metrics}"
     );
 
