@@ -147,3 +147,91 @@ async fn request_lines_carry_the_facts_and_no_secret() {
     // The request id went upstream.
     assert_eq!(up.calls()[0].header("x-request-id"), Some("trace-me-1"));
 }
+
+/// A log line's JSON, found by the request id it carries.
+fn line_of(gw: &Tollgate, request_id: &str) -> serde_json::Value {
+    assert!(
+        gw.wait_log(
+            &format!("\"request_id\":\"{request_id}\""),
+            Duration::from_secs(3)
+        ),
+        "no line for {request_id}: {:?}",
+        gw.logs()
+    );
+    let line = gw
+        .logs()
+        .into_iter()
+        .find(|l| {
+            l.contains(&format!("\"request_id\":\"{request_id}\""))
+                && l.contains("\"message\":\"request\"")
+        })
+        .expect("request line");
+    serde_json::from_str(&line).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_error_frames_are_accounted_for() {
+    let up = FakeUpstream::start().await;
+    let dir = temp_dir("observability_accounting");
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "backends:\n  up: {{ type: openai, api_url: \"{}\", api_key: {UPSTREAM_KEY} }}\nfailure_handling:\n  retries: 0\n",
+            up.url()
+        ),
+    )
+    .expect("write");
+    let gw = Tollgate::start(&["--config", "config.yaml"], &[], &dir);
+
+    // Codex and Claude Code retry paths they expect: each is a request of its own.
+    for _ in 0..2 {
+        let r = post(gw.addr, "/v1/nowhere", &[("x-request-id", "lost-1")], "{}").await;
+        assert_eq!(r.status, 404);
+    }
+    let line = line_of(&gw, "lost-1");
+    assert_eq!(line["fields"]["endpoint"], "unknown");
+    assert_eq!(line["fields"]["status"], 404);
+    assert_eq!(line["fields"]["error"], "not_found");
+
+    // A stream whose upstream ends with an error frame after content.
+    let frame = r#"{"error":{"message":"model crashed","code":500}}"#;
+    up.push(Answer::Sse {
+        status: 200,
+        steps: vec![
+            tollgate_testkit::Step::Raw(tollgate_testkit::chunk_event("par")),
+            tollgate_testkit::Step::Raw(format!("data: {frame}\n\n")),
+        ],
+        end: tollgate_testkit::StreamEnd::Finish,
+    });
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-request-id", "frame-1")],
+        r#"{"model":"up:m","stream":true,"messages":[]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("model crashed") && !r.text().contains("[DONE]"));
+    let line = line_of(&gw, "frame-1");
+    assert_eq!(line["fields"]["status"], 200, "the status sent");
+    assert_eq!(line["fields"]["error"], "upstream_error_frame");
+
+    let metrics = get(gw.addr, "/metrics", &[]).await.text();
+    let has = |needle: &str| metrics.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(
+            r#"tollgate_requests_total{door="chat",backend="",model="",endpoint="unknown",status="4xx",key=""} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            r#"tollgate_requests_total{door="chat",backend="up",model="m",endpoint="chat",status="5xx",key=""} 1"#
+        ),
+        "the broken stream counts as its failure: {metrics}"
+    );
+    assert!(
+        has(r#"tollgate_upstream_errors_total{backend="up",kind="stream_error_frame"} 1"#),
+        "{metrics}"
+    );
+}

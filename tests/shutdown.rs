@@ -121,3 +121,38 @@ async fn sigterm_is_not_held_up_by_connections_that_sent_nothing_or_sit_idle() {
     assert!(status.success(), "{status:?}");
     assert!(gw.wait_log("all connections drained", Duration::from_secs(1)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_open_when_the_grace_ends_gets_an_error_event() {
+    let dir = temp_dir("shutdown-grace-ends");
+    // A stream that needs ~10 s, a grace of 1 s.
+    std::fs::write(
+        dir.join("config.yaml"),
+        "backends:\n  mock: { reply: \"a b c d e f g h i j\", chunk_delay_ms: 1000 }\nserver:\n  shutdown_grace: 1\n",
+    )
+    .expect("write");
+    let mut gw = Tollgate::start(&["--config", "config.yaml"], &[], &dir);
+    let body = r#"{"model":"mock:m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut resp = open(gw.addr, Method::POST, "/v1/chat/completions", &[], body).await;
+    assert_eq!(resp.status, 200);
+    let first = resp.next_chunk().await.expect("first chunk").expect("ok");
+
+    gw.terminate();
+    let (rest, _) = resp.read_all().await;
+    let mut all = first.1.to_vec();
+    for (_, c) in rest {
+        all.extend_from_slice(&c);
+    }
+    let data = sse_data(&all);
+    let last = data.last().expect("events");
+    assert!(
+        last.contains("\"error\"") && last.contains("shutting down"),
+        "the stream must end with an error event, got {data:?}"
+    );
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

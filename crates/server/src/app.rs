@@ -17,7 +17,7 @@ use crate::intake::read_body;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::relay::{Pending, Relay};
-use crate::runtime::{Live, Runtime};
+use crate::runtime::{Closing, Live, Runtime};
 use crate::{catalogue, request_id};
 
 /// The gateway: its live runtime and what it needs to rebuild one.
@@ -27,16 +27,26 @@ pub struct Gateway {
     env: Env,
     /// Lives as long as the gateway, across reloads.
     metrics: Arc<Metrics>,
+    /// Ends open streams when the shutdown grace is over; shared by every runtime.
+    closing: Arc<Closing>,
 }
 
 impl Gateway {
-    pub fn new(runtime: Runtime, registry: Registry, env: Env) -> Arc<Gateway> {
+    pub fn new(mut runtime: Runtime, registry: Registry, env: Env) -> Arc<Gateway> {
+        let closing = runtime.relay.closing.clone();
+        runtime.relay.closing = closing.clone();
         Arc::new(Gateway {
             live: Live::new(runtime),
             registry,
             env,
             metrics: Arc::new(Metrics::new()),
+            closing,
         })
+    }
+
+    /// Ends every stream still open with an error event: the shutdown grace is over.
+    pub fn close_streams(&self) {
+        self.closing.close();
     }
 
     /// The gateway's metrics.
@@ -53,7 +63,9 @@ impl Gateway {
     /// connectors (and connection pools) of unchanged backends. Nothing changes yet.
     pub fn prepare(&self, config: tollgate_core::Config) -> Result<Runtime, Vec<Problem>> {
         let current = self.live.load();
-        Runtime::build(config, &self.registry, &self.env, Some(&current))
+        let mut next = Runtime::build(config, &self.registry, &self.env, Some(&current))?;
+        next.relay.closing = self.closing.clone();
+        Ok(next)
     }
 
     /// The infallible half: new requests use `runtime`; requests already running finish on
@@ -250,7 +262,7 @@ impl Gateway {
             return count_tokens_locally(outcome, &request.body);
         }
 
-        let settings = runtime.relay;
+        let settings = runtime.relay.clone();
         // Only the translating doors need the client's request again, for the answer.
         let reply_body = match door {
             Protocol::Chat => JsonObject::default(),

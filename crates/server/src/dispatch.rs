@@ -157,6 +157,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
                 ))),
             };
             let error = match outcome {
+                Err(e) => runtime.relay.masker.mask_error(e),
                 Ok(answer) => {
                     if backend.breaker.succeeded() {
                         metrics.circuit(&target.backend, false);
@@ -168,7 +169,6 @@ pub async fn dispatch(job: Job) -> Dispatched {
                         upstream_started,
                     };
                 }
-                Err(e) => e,
             };
             metrics.upstream_error(&target.backend, error_kind(&error));
             if retry::is_backend_fault(&error) {

@@ -9,6 +9,7 @@ mod catalogue;
 mod dispatch;
 mod door;
 mod intake;
+mod mask;
 mod metrics;
 mod outcome;
 mod relay;
@@ -108,9 +109,16 @@ pub async fn serve(
         grace_secs = grace.as_secs(),
         "shutting down: draining open connections"
     );
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+        () = &mut drained => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("shutdown grace elapsed: ending open streams with an error event");
+            gateway.close_streams();
+            // Long enough for those last events to be written; then the rest is cut.
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut drained).await;
+        }
     }
 }
 

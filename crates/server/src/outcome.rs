@@ -25,6 +25,9 @@ pub struct Outcome {
     pub status: u16,
     /// Why the request failed, in a few words, when it did.
     pub error: Option<&'static str>,
+    /// For a stream that broke after its 200: the status its failure stands for (502, 504,
+    /// an upstream error frame's own). Metrics count the request under it, not under 200.
+    pub broken_status: Option<u16>,
     pub started: Instant,
     /// When the first upstream attempt started; what precedes it is the gateway's own time.
     pub upstream_started: Option<Instant>,
@@ -54,6 +57,7 @@ impl Outcome {
             attempts: 0,
             status: 0,
             error: None,
+            broken_status: None,
             started: Instant::now(),
             upstream_started: None,
             first_event: None,
@@ -83,6 +87,10 @@ impl Drop for Outcome {
         // A client that left before the end gets no status line of ours to count; 499 is the
         // convention (nginx) for "client closed the request".
         let status = if self.completed { self.status } else { 499 };
+        let counted = self
+            .broken_status
+            .filter(|_| self.completed)
+            .unwrap_or(status);
         self.metrics.inflight(-1.0);
         let endpoint = self.endpoint.map_or("unknown", Endpoint::label);
         self.metrics.finished(&Finished {
@@ -91,7 +99,7 @@ impl Drop for Outcome {
             backend: self.target.as_ref().map(|t| t.backend.as_ref()),
             model: self.target.as_ref().map(|t| t.model.as_str()),
             key: self.key.as_deref(),
-            status,
+            status: counted,
             total,
             first_token: self.first_event,
             upstream,

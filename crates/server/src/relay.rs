@@ -137,6 +137,8 @@ pub struct Relay {
     gather: Gather,
     /// The model the client asked for, used in `chunk` keepalives until the stream names one.
     requested_model: String,
+    /// Resolves when the shutdown grace is over; registered at the first poll.
+    closing: Pin<Box<tokio::sync::futures::OwnedNotified>>,
     outcome: Outcome,
 }
 
@@ -172,6 +174,11 @@ impl Relay {
             State::Waiting(_) => now.checked_sub(settings.keepalive_interval).unwrap_or(now),
             _ => now,
         };
+        let keepalive = Box::pin(tokio::time::sleep_until(
+            last_sent + settings.keepalive_interval,
+        ));
+        let silence = Box::pin(tokio::time::sleep_until(now + settings.max_silent_wait));
+        let closing = Box::pin(settings.closing.closed());
         let mut relay = Relay {
             state,
             queued,
@@ -179,16 +186,15 @@ impl Relay {
             door,
             wire: wire.unwrap_or(door),
             settings,
-            keepalive: Box::pin(tokio::time::sleep_until(
-                last_sent + settings.keepalive_interval,
-            )),
+            keepalive,
             last_sent,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            silence: Box::pin(tokio::time::sleep_until(now + settings.max_silent_wait)),
+            silence,
             last_event: now,
             seen: Seen::default(),
             gather: Gather::default(),
             requested_model,
+            closing,
             outcome,
         };
         // Dispatch only plans translations it has; a pair without one is a bug, told
@@ -237,6 +243,15 @@ impl Relay {
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        // Checked first, so that a busy stream cannot outlast the shutdown grace.
+        if !matches!(self.state, State::Finished)
+            && (self.closing.as_mut().poll(cx).is_ready() || self.settings.closing.is_closed())
+        {
+            let e = GatewayError::BackendUnavailable(
+                "tollgate is shutting down: the stream was still open when server.shutdown_grace ended".into(),
+            );
+            return self.fail_now(e, "shutdown");
+        }
         if let State::Waiting(pending) = &mut self.state {
             if let Poll::Ready(dispatched) = pending.as_mut().poll(cx) {
                 self.start(dispatched);
@@ -253,7 +268,10 @@ impl Relay {
             match events.as_mut().poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(event))) => self.take_in(event),
-                Poll::Ready(Some(Err(e))) => self.fail(e, "stream_broken"),
+                Poll::Ready(Some(Err(e))) => {
+                    let e = self.settings.masker.mask_error(e);
+                    self.fail(e, "stream_broken")
+                }
                 Poll::Ready(None) => self.end_of_stream(),
             }
         }
@@ -306,6 +324,7 @@ impl Relay {
         self.outcome.dispatched(&mut dispatched);
         let answer = match dispatched.result {
             Ok(answer) => answer,
+            // Dispatch masked it already.
             Err(e) => return self.fail(e, "upstream_error"),
         };
         let (first, rest) = match answer.body {
@@ -368,12 +387,14 @@ impl Relay {
         }
         self.outcome.error = Some("upstream_error_frame");
         self.outcome.completed = true;
+        let masker = &self.settings.masker;
+        let e = masker.mask_error(frame_error(self.wire, payload));
+        self.outcome.broken_status = Some(e.status().as_u16());
         match &mut self.shape {
             Shape::Translate(translator) => {
-                let e = frame_error(self.wire, payload);
                 door::fail_through(translator.as_mut(), &e, self.gather.writer());
             }
-            _ => self.gather.push(event.raw().clone()),
+            _ => self.gather.push(masker.mask_bytes(event.raw().clone())),
         }
         tracing::warn!(request_id = %self.outcome.request_id, "the backend ended the stream with an error frame");
         self.state = State::Finished;
@@ -467,6 +488,7 @@ impl Relay {
         tracing::warn!(request_id = %self.outcome.request_id, error = %error, "stream ended with an error");
         self.state = State::Finished;
         self.outcome.error = Some(why);
+        self.outcome.broken_status = Some(error.status().as_u16());
         self.outcome.completed = true;
         match &mut self.shape {
             Shape::Translate(translator) => {

@@ -15,6 +15,7 @@ use tollgate_translate::{ChatTarget, Reasoning};
 
 use crate::auth::Keys;
 use crate::breaker::Breaker;
+use crate::mask::Masker;
 
 /// One backend instance of a runtime.
 pub struct Backend {
@@ -47,9 +48,38 @@ impl Backend {
     }
 }
 
+/// Tells streams still open when the shutdown grace ends to close with an error event
+/// (SPEC §6: never a silent cut). One per gateway; every runtime it serves shares it.
+#[derive(Default)]
+pub struct Closing {
+    closed: std::sync::atomic::AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Closing {
+    /// Ends every open stream.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A future that resolves at `close` (once polled, it is registered).
+    pub fn closed(&self) -> tokio::sync::futures::OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
+}
+
 /// Relay settings from `failure_handling` and `server`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct RelaySettings {
+    /// The gateway's shutdown signal for open streams.
+    pub closing: Arc<Closing>,
+    /// Masks the configuration's secrets in what upstream errors bring back.
+    pub masker: Arc<Masker>,
     pub keepalive_interval: Duration,
     pub keepalive_format: KeepaliveFormat,
     pub request_timeout: Duration,
@@ -161,11 +191,14 @@ impl Runtime {
                 .into_iter()
                 .filter(|(name, _)| backends.contains_key(name.as_str())),
         );
+        let masker = Arc::new(Masker::new(secrets(&config, registry, env)));
         Ok(Runtime {
             router: Router::new(&routing),
             backends,
             keys,
             relay: RelaySettings {
+                closing: Arc::new(Closing::default()),
+                masker,
                 keepalive_interval: Duration::from_secs(config.failure_handling.keepalive_interval),
                 keepalive_format: config.failure_handling.keepalive_format,
                 request_timeout: Duration::from_secs(config.server.request_timeout),
@@ -179,6 +212,32 @@ impl Runtime {
             config: Arc::new(config),
         })
     }
+}
+
+/// Every secret of the configuration: each backend's key (its `api_key`, else its type's key
+/// variable) and the values of its configured headers.
+fn secrets(config: &Config, registry: &Registry, env: &Env) -> Vec<String> {
+    let kinds = registry.kinds();
+    let mut out = Vec::new();
+    for (name, backend) in &config.backends {
+        let key_var = backend
+            .kind(name, &kinds)
+            .and_then(|kind| registry.info(kind))
+            .and_then(|info| info.key_var);
+        match (&backend.api_key, key_var) {
+            (Some(key), _) => out.push(key.expose().to_owned()),
+            (None, Some(var)) => out.extend(env.var(var)),
+            (None, None) => {}
+        }
+        out.extend(backend.headers.values().cloned());
+    }
+    // Key variables of types built on demand are secrets too.
+    for kind in &kinds {
+        if let Some(var) = registry.info(kind).and_then(|i| i.key_var) {
+            out.extend(env.var(var));
+        }
+    }
+    out
 }
 
 impl Runtime {

@@ -12,4 +12,5 @@ mod input;
 mod metrics;
 mod protocols;
 mod proxy;
+mod secrets;
 mod streaming;
