@@ -1,4 +1,4 @@
-//! The command line of SPEC §1: `tollgate [serve|config|check|models|chat]` and the flags
+//! The command line of SPEC §1: `tollgate [serve|config|check|models|chat|code|url|env]` and the flags
 //! every sub-command accepts, before or after its name.
 
 use std::path::PathBuf;
@@ -81,6 +81,38 @@ enum Command {
         /// The user message
         prompt: String,
     },
+    /// Run Claude Code (or, with --codex, Codex CLI) wired to the gateway: one started on a
+    /// free loopback port for the session, or a running one (--url)
+    Code {
+        /// The model the agent asks for (`backend:model`, a route …); default: its own names,
+        /// mapped by `anthropic.models`
+        #[arg(long)]
+        model: Option<String>,
+        /// Use the gateway running at this URL instead of starting one
+        #[arg(long)]
+        url: Option<String>,
+        /// Run Codex CLI (`codex`, Responses API) instead of Claude Code (`claude`)
+        #[arg(long)]
+        codex: bool,
+        /// Arguments for the agent, after `--`
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print the base URL a client should use
+    Url {
+        /// The pass-through base of one backend (`/v1/providers/NAME/-`)
+        #[arg(long, conflicts_with = "model")]
+        provider: Option<String>,
+        /// The base that routes every request to one model or route (`/v1/models/NAME/-/v1`)
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Print `export` lines for OpenAI- and Anthropic-SDK clients
+    Env {
+        /// The client key (by name, from auth.keys) whose value to export
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 impl Flags {
@@ -129,11 +161,29 @@ fn run() -> ExitCode {
         Command::Serve => with_runtime(|| serve(source, loaded)),
         Command::Models => with_runtime(|| models(loaded, quiet)),
         Command::Chat { model, prompt } => with_runtime(|| chat(loaded, quiet, model, prompt)),
+        Command::Code {
+            model,
+            url,
+            codex,
+            args,
+        } => {
+            let launch = crate::launch::Launch {
+                codex,
+                model,
+                url,
+                args,
+            };
+            with_runtime(|| crate::launch::code(loaded, quiet, launch))
+        }
+        Command::Url { provider, model } => {
+            crate::clients::url(&loaded.config, provider.as_deref(), model.as_deref())
+        }
+        Command::Env { key } => crate::clients::env(&loaded.config, key.as_deref()),
     }
 }
 
 /// Prints configuration problems and gives the exit code for them.
-fn report(diagnostics: &[Diagnostic]) -> ExitCode {
+pub fn report(diagnostics: &[Diagnostic]) -> ExitCode {
     for d in diagnostics {
         eprintln!("tollgate: {d}");
     }

@@ -1,7 +1,9 @@
 //! The `tollgate` binary: command line, layered configuration, hot reload, serving.
 
 mod cli;
+mod clients;
 mod connectors;
+mod launch;
 mod load;
 mod logging;
 mod reload;

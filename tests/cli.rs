@@ -254,3 +254,51 @@ fn environment_text_stays_text_and_duplicate_keys_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn url_and_env_tell_clients_where_to_go() {
+    let dir = temp_dir("url_env");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "server: { host: 0.0.0.0, port: 9123 }\nbackends:\n  nvidia: {}\nauth:\n  keys:\n    - { name: ci, key_env: CI_KEY }\n    - { name: hashed, key_sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }\n",
+    )
+    .expect("write");
+    let (code, out, _) = run(&["url"], &[], &dir);
+    assert_eq!((code, out.trim()), (0, "http://127.0.0.1:9123/v1"));
+    let (code, out, _) = run(&["url", "--provider", "nvidia"], &[], &dir);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "http://127.0.0.1:9123/v1/providers/nvidia/-")
+    );
+    let (code, out, _) = run(&["url", "--model", "fast"], &[], &dir);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "http://127.0.0.1:9123/v1/models/fast/-/v1")
+    );
+    let (code, _, err) = run(&["url", "--provider", "ghost"], &[], &dir);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a configured backend"), "{err}");
+
+    let (code, out, err) = run(
+        &["env", "--key", "ci"],
+        &[("CI_KEY", " Bearer ci-key-1 ")],
+        &dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "export OPENAI_BASE_URL=http://127.0.0.1:9123/v1",
+            "export OPENAI_API_KEY=ci-key-1",
+            "export ANTHROPIC_BASE_URL=http://127.0.0.1:9123",
+            "export ANTHROPIC_AUTH_TOKEN=ci-key-1",
+        ]
+    );
+    // Keys are needed and none is named: a clear refusal, never a made-up key.
+    let (code, _, err) = run(&["env"], &[("CI_KEY", "x")], &dir);
+    assert_eq!(code, 2);
+    assert!(err.contains("--key"), "{err}");
+    let (code, _, err) = run(&["env", "--key", "hashed"], &[("CI_KEY", "x")], &dir);
+    assert_eq!(code, 2);
+    assert!(err.contains("SHA-256"), "{err}");
+}

@@ -107,6 +107,18 @@ impl Keys {
         }
     }
 
+    /// One key, open to every model: the session key of a local launcher (`tollgate code`),
+    /// so that the gateway it starts on loopback serves that client only.
+    pub fn single(name: &str, key: &str) -> Keys {
+        let client = ClientKey {
+            name: name.to_owned(),
+            policy: ModelPolicy::default(),
+        };
+        let mut by_digest = HashMap::new();
+        by_digest.insert(sha256(key.as_bytes()), Arc::new(client));
+        Keys { by_digest }
+    }
+
     /// Whether any key is configured (else every request is let in).
     pub fn enabled(&self) -> bool {
         !self.by_digest.is_empty()

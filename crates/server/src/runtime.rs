@@ -246,6 +246,12 @@ impl Runtime {
         self.keys.enabled()
     }
 
+    /// The same runtime accepting only `key` (named `name`), for a launcher's session.
+    pub fn with_only_key(mut self, name: &str, key: &str) -> Self {
+        self.keys = Keys::single(name, key);
+        self
+    }
+
     /// The same runtime with no client keys (`PROXY_API_KEY` included), for local
     /// commands run by the operator (`tollgate chat`, `tollgate models`).
     pub fn without_client_keys(mut self) -> Self {
