@@ -192,6 +192,14 @@ pub struct BackendConfig {
     /// Extra outbound headers. Values of credential-like headers print as `***`.
     #[serde(serialize_with = "redact_headers")]
     pub headers: BTreeMap<String, String>,
+    /// Outbound headers added unless the request already carries them (a Messages client's
+    /// own `anthropic-version` wins over the backend's).
+    #[serde(serialize_with = "redact_headers")]
+    pub default_headers: BTreeMap<String, String>,
+    /// How the key is sent: a template with one `{{ key }}`, e.g. `"X-Api-Key: {{ key }}"`.
+    /// Unset: the type's own way (`Authorization: Bearer` for OpenAI-compatible types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
     /// A first-use `GET {api_url}/models` in the background, its failure shown by
     /// `/health/ready`. Unset: the connector type's default (on for `nvidia`, off for the
     /// rest, whose `/models` is either public or costly).
@@ -223,6 +231,8 @@ impl Default for BackendConfig {
             allowed_models: Vec::new(),
             denied_models: Vec::new(),
             headers: BTreeMap::new(),
+            default_headers: BTreeMap::new(),
+            auth_header: None,
             health_check: None,
             limits: None,
             output_budget: None,
@@ -577,6 +587,26 @@ impl Config {
             }
             if backend.limits.is_some() {
                 p(format!("{at}.limits"), NOT_YET.into());
+            }
+            if let Some(template) = &backend.auth_header {
+                if let Err(e) = crate::auth_header::AuthHeader::parse(template) {
+                    p(format!("{at}.auth_header"), e);
+                }
+            }
+            for (name, value) in backend.headers.iter().chain(&backend.default_headers) {
+                let valid = http::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && http::header::HeaderValue::from_str(value).is_ok();
+                if !valid {
+                    let section = if backend.headers.contains_key(name) {
+                        "headers"
+                    } else {
+                        "default_headers"
+                    };
+                    p(
+                        format!("{at}.{section}.{name}"),
+                        "not a valid HTTP header name and value".into(),
+                    );
+                }
             }
             if let Some(reasoning) = &backend.reasoning {
                 for (key, message) in reasoning.problems() {

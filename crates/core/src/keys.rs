@@ -66,6 +66,8 @@ const BACKEND: &[(&str, Shape)] = &[
     ("allowed_models", Shape::Any),
     ("denied_models", Shape::Any),
     ("headers", Shape::Any),
+    ("default_headers", Shape::Any),
+    ("auth_header", Shape::Any),
     ("health_check", Shape::Any),
     ("limits", Shape::Any),
     ("output_budget", Shape::Fields(OUTPUT_BUDGET)),

@@ -2,6 +2,7 @@
 //! [`Registry`], wire types that keep unknown fields, routing, errors, the SSE codec and the
 //! configuration schema. No HTTP server and no connector live here.
 
+pub mod auth_header;
 pub mod config;
 pub mod connector;
 pub mod env;
@@ -16,6 +17,7 @@ pub mod secret;
 pub mod sse;
 pub mod usage;
 
+pub use auth_header::AuthHeader;
 pub use config::{Config, Problem};
 pub use connector::{Connector, EventStream, Reply, ReplyBody};
 pub use env::Env;

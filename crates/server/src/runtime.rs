@@ -230,6 +230,7 @@ fn secrets(config: &Config, registry: &Registry, env: &Env) -> Vec<String> {
             (None, None) => {}
         }
         out.extend(backend.headers.values().cloned());
+        out.extend(backend.default_headers.values().cloned());
     }
     // Key variables of types built on demand are secrets too.
     for kind in &kinds {

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method};
 use tollgate_core::{
-    BuildContext, Connector, Endpoint, GatewayError, JsonObject, Problem, Reply, ReplyBody,
-    Request, Secret, SseEvent,
+    AuthHeader, BuildContext, Connector, Endpoint, GatewayError, JsonObject, Problem, Reply,
+    ReplyBody, Request, Secret, SseEvent,
 };
 
 use crate::client::{build_client, Protocol};
@@ -95,6 +95,8 @@ impl Hooks for NoHooks {}
 
 /// A backend that speaks the OpenAI API.
 pub struct OpenAiCompatible {
+    /// Sent unless the request carries them already (`default_headers`).
+    default_headers: HeaderMap,
     /// Shared with the background health check.
     upstream: Arc<Upstream>,
     /// The config's `models`: when set, the catalogue, and discovery is not asked.
@@ -153,15 +155,35 @@ impl OpenAiCompatible {
                 )),
             }
         }
+        // `auth_header` says how the key is sent; `tollgate check` has validated it.
+        let auth = match config.auth_header.as_deref().map(AuthHeader::parse) {
+            None => AuthHeader::bearer(),
+            Some(Ok(auth)) => auth,
+            Some(Err(e)) => {
+                problems.push(ctx.problem("auth_header", e));
+                AuthHeader::bearer()
+            }
+        };
         if let Some(key) = &key {
-            match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    headers.insert(AUTHORIZATION, v);
+            match auth.render(key) {
+                Ok((name, value)) => {
+                    headers.insert(name, value);
                 }
-                Err(_) => problems.push(ctx.problem(
-                    "api_key",
-                    "contains characters not allowed in an HTTP header",
+                Err(e) => problems.push(ctx.problem("api_key", e)),
+            }
+        }
+        let mut default_headers = HeaderMap::new();
+        for (name, value) in &config.default_headers {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    default_headers.insert(n, v);
+                }
+                _ => problems.push(ctx.problem(
+                    &format!("default_headers.{name}"),
+                    "not a valid HTTP header name and value",
                 )),
             }
         }
@@ -182,6 +204,7 @@ impl OpenAiCompatible {
             timeout: Duration::from_secs(config.timeout),
         };
         Ok(OpenAiCompatible {
+            default_headers,
             upstream: Arc::new(upstream),
             static_models: config.models.clone(),
             catalogue: Arc::new(Catalogue::new(Duration::from_secs(common.models_refresh))),
@@ -264,7 +287,7 @@ impl Connector for OpenAiCompatible {
             stream,
             mut body,
             request_id,
-            headers: _,
+            headers: native,
         } = request;
         body.insert("model", &model);
         // OpenAI streams carry usage only when asked; ask, and keep the answer to ourselves.
@@ -292,6 +315,16 @@ impl Connector for OpenAiCompatible {
         );
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             h.insert(HeaderName::from_static("x-request-id"), id);
+        }
+        // The client's own headers for a natively spoken door, then the backend's defaults
+        // where neither set one.
+        for (name, value) in &native {
+            h.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.default_headers {
+            if !h.contains_key(name) {
+                h.insert(name.clone(), value.clone());
+            }
         }
 
         let resp = upstream.exchange(req).await?;

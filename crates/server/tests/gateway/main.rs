@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod catalogue;
 mod failures;
+mod headers;
 mod implicit;
 mod input;
 mod metrics;
