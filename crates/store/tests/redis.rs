@@ -134,10 +134,10 @@ async fn an_outage_fails_fast_and_heals_without_a_new_store() {
         store.usage("key:ci", at(30)).await,
         Err(StoreError::Unavailable(_))
     ));
-    // A settlement while down waits in the queue; flush says it has not landed.
-    let held_before = admitted_or_none(&*store).await;
-    assert!(held_before.is_none());
-    assert!(store.flush().await.is_err());
+    assert!(
+        store.flush().await.is_err(),
+        "nothing can land while Redis is down"
+    );
 
     // Back, empty (nothing saved) and without the scripts: the same store recovers by itself.
     server.restart();
@@ -169,22 +169,40 @@ async fn an_outage_fails_fast_and_heals_without_a_new_store() {
     store.flush().await.expect("flush after recovery");
 }
 
-async fn admitted_or_none(store: &dyn Store) -> Option<tollgate_store::Reservation> {
-    let limits = Limits::default();
-    match store
-        .admit(
-            &[tollgate_store::Ask {
-                scope: "key:x",
-                limits,
-                tokens: 1,
-            }],
-            at(40),
-        )
-        .await
-    {
-        Ok(tollgate_store::Decision::Admitted { reservation, .. }) => Some(reservation),
-        _ => None,
+#[tokio::test]
+async fn settlements_queued_while_redis_stalls_land_afterwards() {
+    let Some(server) = RedisServer::start("redis stall") else {
+        return;
+    };
+    let mut options = RedisOptions::new(server.url());
+    options.prefix = "t-stall".into();
+    options.timeout = Duration::from_millis(200);
+    let store = RedisStore::new(options).expect("store");
+    let budget = Limits {
+        tokens_per_day: Some(1000),
+        ..Limits::default()
+    };
+    let held = admitted(ask(&store, "key:ci", budget, 500, 0).await);
+    // Redis stops answering but keeps its data: the settlement waits in the queue.
+    assert!(server
+        .command(&["CLIENT", "PAUSE", "1500", "ALL"])
+        .starts_with("+OK"));
+    let paused = Instant::now();
+    held.settle(300, at(1_000));
+    assert!(store.flush().await.is_err(), "not applied during the stall");
+    assert!(!store.healthy());
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(paused.elapsed())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.flush().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "applied once Redis answers again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let usage = store.usage("key:ci", at(2_000)).await.expect("usage");
+    assert_eq!((usage.reserved, usage.tokens_today), (0, 300));
+    assert!(store.healthy());
 }
 
 #[tokio::test]
@@ -213,4 +231,49 @@ async fn a_bad_prefix_is_refused() {
         RedisStore::new(options),
         Err(StoreError::Config(_))
     ));
+}
+
+/// The Redis half of the micro-benchmark in docs/limits.md:
+/// `cargo test --release -p tollgate-store --test redis -- --ignored --nocapture round_trip`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand with --release"]
+async fn admit_round_trip_cost() {
+    let Some(server) = RedisServer::start("redis round trip") else {
+        return;
+    };
+    let store = replicas(&server, "t-bench", 1, LEASE).remove(0);
+    let limits = Limits {
+        rpm: Some(u64::MAX >> 12),
+        tpm: Some(u64::MAX >> 12),
+        tokens_per_day: Some(u64::MAX >> 12),
+    };
+    let rounds = 5_000u32;
+    let start = Instant::now();
+    for i in 0..rounds {
+        let now = at(u64::from(i));
+        let asks = [
+            tollgate_store::Ask {
+                scope: "key:bench",
+                limits,
+                tokens: 1_000,
+            },
+            tollgate_store::Ask {
+                scope: "backend:bench",
+                limits,
+                tokens: 1_000,
+            },
+        ];
+        admitted(store.admit(&asks, now).await.expect("admit")).settle(900, now);
+    }
+    store.flush().await.expect("flush");
+    let per = start.elapsed() / rounds;
+    println!(
+        "redis admit (key + backend), sequential, loopback: {} µs",
+        per.as_micros()
+    );
+    let usage = store
+        .usage("key:bench", at(u64::from(rounds)))
+        .await
+        .expect("usage");
+    assert_eq!(usage.tokens_today, 900 * u64::from(rounds));
 }

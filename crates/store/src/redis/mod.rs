@@ -493,9 +493,15 @@ async fn background(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Job>) {
                     backlog.drain(..take);
                     failures = 0;
                 }
-                Err(e) => {
+                Err(e) if e.is_unavailable() => {
                     outcome = Err(e);
                     break;
+                }
+                // Redis answered with an error: retrying the same batch would get the same
+                // answer forever. Its reservations end with their lease.
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = take, "redis settlements rejected; dropped");
+                    backlog.drain(..take);
                 }
             }
         }
