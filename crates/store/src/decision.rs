@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::StoreError;
 use crate::reservation::Reservation;
 
 /// The limits of one scope (SPEC §8). `None`: that limit is not enforced, but the scope's
@@ -169,6 +170,16 @@ pub(crate) fn refusal(
         oversized: cap.unwrap_or(false),
         states,
     })
+}
+
+/// Each scope is asked once per decision: the same scope twice would be counted twice.
+pub(crate) fn check_distinct(asks: &[Ask<'_>]) -> Result<(), StoreError> {
+    for (i, a) in asks.iter().enumerate() {
+        if asks[..i].iter().any(|b| b.scope == a.scope) {
+            return Err(StoreError::DuplicateScope(a.scope.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

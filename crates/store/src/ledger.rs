@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::decision::{refusal, Ask, Decision, Limit, Usage};
+use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, Usage};
 use crate::error::StoreError;
 use crate::idempotency::{Answers, Begin, Claim, ClaimHeld, Persisted, StoredAnswer};
 use crate::reservation::{Held, Reservation};
@@ -247,14 +247,4 @@ impl Ledger {
             std::mem::take(&mut *journal.lock().unwrap_or_else(PoisonError::into_inner))
         })
     }
-}
-
-/// Each scope is asked once per decision: the same scope twice would be counted twice.
-pub(crate) fn check_distinct(asks: &[Ask<'_>]) -> Result<(), StoreError> {
-    for (i, a) in asks.iter().enumerate() {
-        if asks[..i].iter().any(|b| b.scope == a.scope) {
-            return Err(StoreError::DuplicateScope(a.scope.to_owned()));
-        }
-    }
-    Ok(())
 }

@@ -63,7 +63,8 @@ enum Msg {
     Stop,
 }
 
-/// The memory store plus a SQLite file that outlives the process.
+/// The memory store plus a SQLite file that outlives the process. Dropping it writes what is
+/// left and waits for the writer thread (a few milliseconds): drop it at shutdown.
 #[derive(Debug)]
 pub struct SqliteStore {
     ledger: Arc<Ledger>,

@@ -19,10 +19,9 @@ use bytes::Bytes;
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::decision::{refusal, Ask, Decision, Limit, Usage};
+use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, Usage};
 use crate::error::StoreError;
 use crate::idempotency::{duration_ms, Begin, Claim, ClaimHeld, StoredAnswer};
-use crate::ledger::check_distinct;
 use crate::reservation::{Held, Reservation};
 use crate::window::{day_of, millis, to_midnight, Counters};
 use crate::Store;
