@@ -69,7 +69,12 @@ impl RedisServer {
                 if std::env::var("TOLLGATE_REQUIRE_REDIS").as_deref() == Ok("1") {
                     panic!("redis-server is required (TOLLGATE_REQUIRE_REDIS=1): {e}");
                 }
-                eprintln!("skipping {test}: redis-server not found on PATH ({e})");
+                // Straight to the process's stderr: the harness captures `eprintln!`, and a
+                // skip must be seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping {test}: redis-server not found on PATH ({e})"
+                );
                 None
             }
         }
