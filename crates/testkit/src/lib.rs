@@ -523,5 +523,6 @@ mod tests {
     }
 }
 
+pub mod anthropic;
 pub mod client;
 pub mod nim;

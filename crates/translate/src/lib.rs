@@ -10,12 +10,15 @@
 //!   stream → Messages answer and event stream; Anthropic-shaped errors; count_tokens.
 //! - [`responses`]: Responses request → chat.completions body; chat.completions answer and
 //!   stream → Responses object and event stream.
+//! - [`to_messages`]: the other way, for a backend that speaks only Messages: chat.completions
+//!   request → Messages body; Messages answer and stream → chat.completions answer and stream.
 //! - [`chat`]: the chat.completions wire types both read (answers and stream chunks).
 
 pub mod anthropic;
 pub mod chat;
 pub mod responses;
 pub mod sse;
+pub mod to_messages;
 
 use bytes::BytesMut;
 

@@ -1,0 +1,1 @@
+//! tollgate-anthropic (being built on its own branch).

@@ -1,0 +1,1 @@
+//! A fake Anthropic Messages upstream (being built on its own branch).
