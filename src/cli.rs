@@ -262,7 +262,7 @@ fn print_config(loaded: &Loaded, sources: bool) -> ExitCode {
 }
 
 fn check(source: &Source, loaded: Loaded) -> ExitCode {
-    match build(&loaded, &Env::process()) {
+    match crate::load::check(&loaded, &crate::connectors::registry(), &Env::process()) {
         Ok(runtime) => {
             let what = source
                 .path

@@ -17,6 +17,7 @@ use tollgate_server::Runtime;
 const NAMED_VARS: &[(&str, &str)] = &[
     ("DEFAULT_BACKEND", "default_backend"),
     ("FORCE_MODEL", "force_model"),
+    ("REDIS_URL", "state.url"),
     (
         "FAILURE_HANDLING_KEEPALIVE_INTERVAL",
         "failure_handling.keepalive_interval",
@@ -364,6 +365,23 @@ pub fn build(
     previous: Option<&Runtime>,
 ) -> Result<Runtime, Vec<Diagnostic>> {
     let built = Runtime::build(loaded.config.clone(), registry, env, previous);
+    located(loaded, built)
+}
+
+/// Like [`build`], opening no state store: for `tollgate check`, which must not create a
+/// SQLite file or connect to Redis.
+pub fn check(
+    loaded: &Loaded,
+    registry: &Registry,
+    env: &tollgate_core::Env,
+) -> Result<Runtime, Vec<Diagnostic>> {
+    located(loaded, Runtime::check(loaded.config.clone(), registry, env))
+}
+
+fn located(
+    loaded: &Loaded,
+    built: Result<Runtime, Vec<Problem>>,
+) -> Result<Runtime, Vec<Diagnostic>> {
     let mut diagnostics = loaded.unknown.clone();
     match built {
         Ok(runtime) if diagnostics.is_empty() => Ok(runtime),

@@ -31,9 +31,11 @@ pub struct Config {
     /// Output budget (`max_tokens`) applied to every outbound request; a backend's own
     /// `output_budget` wins over it.
     pub output_budget: OutputBudget,
-    /// Where limits and budgets count (limits are a later issue).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<serde_json::Value>,
+    /// Server-wide default limits for client keys without their own (and for requests when
+    /// no client keys are configured).
+    pub limits: LimitsConfig,
+    /// Where limits, budgets and idempotency keys live.
+    pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
 }
@@ -86,8 +88,82 @@ pub struct KeyConfig {
     pub allowed_models: Vec<String>,
     /// Wins over `allowed_models`.
     pub denied_models: Vec<String>,
+    /// This key's limits; unset: the top-level `limits`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<serde_json::Value>,
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Limits and budgets of one client key or backend (SPEC §8). Unset ones do not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per 60 s window.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per 60 s window.
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day (resets 00:00 UTC).
+    pub tokens_per_day: Option<u64>,
+    /// The most output tokens one request may ask for; larger budgets are lowered to it.
+    pub max_tokens_per_request: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        *self != LimitsConfig::default()
+    }
+
+    /// Whether a counted limit (rpm, tpm, tokens_per_day) is set, so the store is asked.
+    pub fn counts(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.tokens_per_day.is_some()
+    }
+}
+
+/// Which store keeps the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One process; lost on restart.
+    #[default]
+    Memory,
+    /// One machine; survives restarts and crashes (`state.path`).
+    Sqlite,
+    /// Shared by replicas (`state.url`).
+    Redis,
+}
+
+/// What happens to requests while the store cannot be reached (Redis down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Admit without counting: availability over budgets.
+    Open,
+    /// Refuse with 503: budgets hold, whatever it costs.
+    #[default]
+    Closed,
+}
+
+/// `state`: where limits, budgets and idempotency keys live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub store: StoreKind,
+    /// The SQLite file (`store: sqlite`).
+    pub path: String,
+    /// The Redis URL (`store: redis`); also `REDIS_URL`.
+    pub url: String,
+    pub on_error: OnError,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            store: StoreKind::Memory,
+            path: "tollgate-state.db".into(),
+            url: "redis://127.0.0.1:6379".into(),
+            on_error: OnError::Closed,
+        }
+    }
 }
 
 /// How a keepalive frame looks on the wire.
@@ -205,8 +281,9 @@ pub struct BackendConfig {
     /// rest, whose `/models` is either public or costly).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<bool>,
+    /// This backend's limits (a backend over them is skipped like an open circuit).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<serde_json::Value>,
+    pub limits: Option<LimitsConfig>,
     /// This backend's output budget; unset: the top-level `output_budget`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_budget: Option<OutputBudget>,
@@ -438,6 +515,18 @@ impl OutputBudget {
         }
     }
 
+    /// This budget within `cap` (a `max_tokens_per_request`): the hard cap lowered to it, and
+    /// the default at most it — a request that sets no budget then gets the cap.
+    pub fn capped(self, cap: Option<u64>) -> OutputBudget {
+        let Some(cap) = cap else {
+            return self;
+        };
+        OutputBudget {
+            default_max_tokens: Some(self.default_max_tokens.map_or(cap, |d| d.min(cap))),
+            hard_max_tokens: Some(self.hard_max_tokens.map_or(cap, |h| h.min(cap))),
+        }
+    }
+
     /// The budget a request ends with when it asked for `requested` (`None`: it set none).
     pub fn apply(self, requested: Option<u64>) -> Option<u64> {
         let wanted = requested.or(self.default_max_tokens)?;
@@ -488,7 +577,24 @@ impl fmt::Display for Problem {
     }
 }
 
-const NOT_YET: &str = "not supported yet";
+/// A limit of 0 would refuse everything: surely a mistake, said at once.
+fn limit_problems(limits: &LimitsConfig) -> Vec<(String, String)> {
+    [
+        ("rpm", limits.rpm),
+        ("tpm", limits.tpm),
+        ("tokens_per_day", limits.tokens_per_day),
+        ("max_tokens_per_request", limits.max_tokens_per_request),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == Some(0))
+    .map(|(k, _)| {
+        (
+            k.to_owned(),
+            "must be at least 1 (leave it unset for no limit)".to_owned(),
+        )
+    })
+    .collect()
+}
 
 impl Config {
     /// Every problem that can be seen without building connectors or reading the
@@ -550,8 +656,27 @@ impl Config {
                 "must be at least 1 second".into(),
             );
         }
-        if self.state.is_some() {
-            p("state".into(), NOT_YET.into());
+        for (key, message) in limit_problems(&self.limits) {
+            p(format!("limits.{key}"), message);
+        }
+        match self.state.store {
+            StoreKind::Sqlite if self.state.path.trim().is_empty() => p(
+                "state.path".into(),
+                "must name a file for `store: sqlite`".into(),
+            ),
+            StoreKind::Redis
+                if !(self.state.url.starts_with("redis://")
+                    || self.state.url.starts_with("unix://")) =>
+            {
+                p(
+                    "state.url".into(),
+                    format!(
+                        "must be a redis:// (or unix://) URL for `store: redis`, got `{}`",
+                        self.state.url
+                    ),
+                )
+            }
+            _ => {}
         }
 
         for (name, backend) in &self.backends {
@@ -585,8 +710,10 @@ impl Config {
                     "must be at least 1 second".into(),
                 );
             }
-            if backend.limits.is_some() {
-                p(format!("{at}.limits"), NOT_YET.into());
+            if let Some(limits) = &backend.limits {
+                for (key, message) in limit_problems(limits) {
+                    p(format!("{at}.limits.{key}"), message);
+                }
             }
             if let Some(template) = &backend.auth_header {
                 if let Err(e) = crate::auth_header::AuthHeader::parse(template) {
@@ -708,8 +835,10 @@ impl Config {
                     p(format!("{at}.key_sha256"), "must be 64 hex digits".into());
                 }
             }
-            if key.limits.is_some() {
-                p(format!("{at}.limits"), NOT_YET.into());
+            if let Some(limits) = &key.limits {
+                for (k, message) in limit_problems(limits) {
+                    p(format!("{at}.limits.{k}"), message);
+                }
             }
         }
         problems
@@ -828,8 +957,8 @@ routes:
 auth:
   keys:
     - { name: a, key: k, key_env: E }
-    - { name: a, key_sha256: zz, limits: { rpm: 1 } }
-state: { store: redis }
+    - { name: a, key_sha256: zz, limits: { rpm: 0 } }
+state: { store: redis, url: "http://nope" }
 "#,
         );
         let got: Vec<String> = c.validate(TYPES).iter().map(|p| p.path.clone()).collect();
@@ -845,8 +974,8 @@ state: { store: redis }
             "auth.keys[0]",
             "auth.keys[1].name",
             "auth.keys[1].key_sha256",
-            "auth.keys[1].limits",
-            "state",
+            "auth.keys[1].limits.rpm",
+            "state.url",
         ] {
             assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
         }

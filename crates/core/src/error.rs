@@ -42,6 +42,12 @@ pub enum GatewayError {
     /// The request body is larger than `server.max_body_bytes`.
     #[error("request body exceeds the limit of {limit} bytes")]
     RequestTooLarge { limit: u64 },
+    /// A request with the same idempotency key is being answered right now.
+    #[error("{0}")]
+    InFlight(String),
+    /// An idempotency key came back with a different request body.
+    #[error("{0}")]
+    KeyReused(String),
     /// A limit refused the request.
     #[error("{message}")]
     RateLimited {
@@ -112,6 +118,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::InFlight(_) => StatusCode::CONFLICT,
+            GatewayError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             GatewayError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,7 +135,9 @@ impl GatewayError {
             | GatewayError::ModelNotFound(_)
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed { .. }
-            | GatewayError::RequestTooLarge { .. } => "invalid_request_error",
+            | GatewayError::RequestTooLarge { .. }
+            | GatewayError::InFlight(_)
+            | GatewayError::KeyReused(_) => "invalid_request_error",
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::RateLimited { .. } => "rate_limit_error",
@@ -148,6 +158,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::InFlight(_) => "request_in_flight",
+            GatewayError::KeyReused(_) => "idempotency_key_reused",
             GatewayError::Upstream { .. } | GatewayError::UpstreamFailed(_) => "upstream_error",
             GatewayError::BackendUnavailable(_) => "backend_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",

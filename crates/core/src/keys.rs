@@ -38,7 +38,21 @@ const KEY: &[(&str, Shape)] = &[
     ("key_sha256", Shape::Any),
     ("allowed_models", Shape::Any),
     ("denied_models", Shape::Any),
-    ("limits", Shape::Any),
+    ("limits", Shape::Fields(LIMITS)),
+];
+
+const LIMITS: &[(&str, Shape)] = &[
+    ("rpm", Shape::Any),
+    ("tpm", Shape::Any),
+    ("tokens_per_day", Shape::Any),
+    ("max_tokens_per_request", Shape::Any),
+];
+
+const STATE: &[(&str, Shape)] = &[
+    ("store", Shape::Any),
+    ("path", Shape::Any),
+    ("url", Shape::Any),
+    ("on_error", Shape::Any),
 ];
 
 const AUTH: &[(&str, Shape)] = &[("keys", Shape::List(&Shape::Fields(KEY)))];
@@ -69,7 +83,7 @@ const BACKEND: &[(&str, Shape)] = &[
     ("default_headers", Shape::Any),
     ("auth_header", Shape::Any),
     ("health_check", Shape::Any),
-    ("limits", Shape::Any),
+    ("limits", Shape::Fields(LIMITS)),
     ("output_budget", Shape::Fields(OUTPUT_BUDGET)),
     ("reasoning", Shape::Any),
 ];
@@ -93,7 +107,8 @@ const ROOT: &[(&str, Shape)] = &[
     ("output_budget", Shape::Fields(OUTPUT_BUDGET)),
     ("backends", Shape::Named(&Shape::Backend(BACKEND))),
     ("routes", Shape::Named(&Shape::Any)),
-    ("state", Shape::Any),
+    ("limits", Shape::Fields(LIMITS)),
+    ("state", Shape::Fields(STATE)),
     ("metrics", Shape::Fields(&[("enabled", Shape::Any)])),
     ("logging", Shape::Fields(LOGGING)),
 ];

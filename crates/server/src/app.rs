@@ -14,11 +14,13 @@ use crate::body::Body;
 use crate::dispatch::{dispatch, Answer, AnswerBody, Job};
 use crate::door::{self, Reply};
 use crate::intake::read_body;
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::relay::{Pending, Relay};
 use crate::runtime::{Closing, Live, Runtime};
 use crate::{catalogue, request_id};
+use tollgate_store::{Begin, Claim, StoredAnswer};
 
 /// The gateway: its live runtime and what it needs to rebuild one.
 pub struct Gateway {
@@ -225,6 +227,7 @@ impl Gateway {
         };
         outcome.key = key.as_ref().map(|k| k.name.clone());
         let native_headers = native_headers(door, req.headers());
+        let idempotency = idempotency_key(req.headers());
         let bytes = match read_body(req, runtime.max_body_bytes).await {
             Ok(b) => b,
             Err(e) => return refuse(outcome, e),
@@ -262,6 +265,66 @@ impl Gateway {
             return count_tokens_locally(outcome, &request.body);
         }
 
+        // Idempotency keys: a non-stream request answered once within the TTL.
+        let mut claim = None;
+        if let (false, Some(idem)) = (stream, idempotency) {
+            let scope = key_scope(outcome.key.as_deref());
+            match idempotent(&runtime, &scope, &idem, endpoint, &bytes).await {
+                // The store is down and `on_error: open`: answered, without the guarantee.
+                Ok(None) => {}
+                Ok(Some(Begin::Claimed(c))) => claim = Some(c),
+                Ok(Some(Begin::Replay(answer))) => return replay(outcome, answer),
+                Ok(Some(Begin::InFlight)) => {
+                    return refuse(
+                        outcome,
+                        GatewayError::InFlight(
+                            "a request with this idempotency key is being answered now".into(),
+                        ),
+                    )
+                }
+                Ok(Some(Begin::Mismatch)) => {
+                    return refuse(
+                        outcome,
+                        GatewayError::KeyReused(
+                            "this idempotency key was used with a different request body".into(),
+                        ),
+                    )
+                }
+                Err(e) => return refuse(outcome, e),
+            }
+        }
+
+        // Limits: the key's scope now; each backend's before each attempt there (dispatch).
+        let limiter = &runtime.limiter;
+        let key_limits = limiter.key_limits(outcome.key.as_deref());
+        let counted =
+            endpoint != Endpoint::CountTokens && (key_limits.counts() || limiter.backends_count());
+        let estimate = if counted {
+            let cap =
+                limits::output_cap(endpoint, &request.body, key_limits.max_tokens_per_request);
+            limits::estimate(endpoint, &request.body, cap)
+        } else {
+            0
+        };
+        let mut limit_headers = HeaderMap::new();
+        if key_limits.counts() && endpoint != Endpoint::CountTokens {
+            match limiter
+                .admit_key(outcome.key.as_deref(), estimate, &self.metrics)
+                .await
+            {
+                Ok(admitted) => {
+                    if let Some(state) = admitted.state {
+                        limits::headers(&state, &mut limit_headers);
+                    }
+                    if let Some(reservation) = admitted.reservation {
+                        outcome.reservations.push(reservation);
+                        outcome.reserved_tokens = estimate;
+                    }
+                }
+                Err(e) => return refuse(outcome, e),
+            }
+        }
+
         let settings = runtime.relay.clone();
         // Only the translating doors need the client's request again, for the answer.
         let reply_body = match door {
@@ -280,11 +343,19 @@ impl Gateway {
             request_id: request_id.to_owned(),
             deadline,
             native_headers,
+            key_cap: key_limits.max_tokens_per_request,
+            estimate,
         }));
         if !stream {
             let mut dispatched = pending.await;
             outcome.dispatched(&mut dispatched);
-            return answer_whole(outcome, &reply, dispatched.result);
+            backend_limit_headers(&mut limit_headers, &dispatched);
+            let mut resp = answer_whole(outcome, &reply, dispatched.result);
+            resp.headers_mut().extend(limit_headers);
+            if let Some(claim) = claim {
+                remember(claim, &resp);
+            }
+            return resp;
         }
         // Hold the status line until the first event, but no longer than one keepalive
         // interval: a quick upstream error keeps its real status, a slow upstream gets a 200
@@ -293,25 +364,31 @@ impl Gateway {
         match tokio::time::timeout(wait, &mut pending).await {
             Ok(mut dispatched) => {
                 outcome.dispatched(&mut dispatched);
+                backend_limit_headers(&mut limit_headers, &dispatched);
                 match dispatched.result {
                     Ok(Answer {
                         headers,
                         body: AnswerBody::Stream { first, rest },
                         wire,
                     }) => {
-                        let headers = tollgate_headers(headers, &outcome);
+                        let mut headers = tollgate_headers(headers, &outcome);
+                        headers.extend(limit_headers);
                         outcome.status = 200;
                         let relay = Relay::streaming(first, rest, wire, reply, settings, outcome);
                         sse_response(headers, relay)
                     }
                     // The upstream ignored `stream`: pass its whole answer on.
-                    whole => answer_whole(outcome, &reply, whole),
+                    whole => {
+                        let mut resp = answer_whole(outcome, &reply, whole);
+                        resp.headers_mut().extend(limit_headers);
+                        resp
+                    }
                 }
             }
             Err(_) => {
                 outcome.status = 200;
                 let relay = Relay::waiting(pending, reply, settings, outcome);
-                sse_response(HeaderMap::new(), relay)
+                sse_response(limit_headers, relay)
             }
         }
     }
@@ -330,6 +407,125 @@ fn native_headers(door: Protocol, headers: &HeaderMap) -> HeaderMap {
         }
     }
     out
+}
+
+/// The limits scope of a client key (or of keyless requests).
+fn key_scope(key: Option<&str>) -> String {
+    match key {
+        Some(name) => format!("key:{name}"),
+        None => limits::ANONYMOUS.to_owned(),
+    }
+}
+
+/// The answering backend's `x-ratelimit-*` state, when the key's own gave none.
+fn backend_limit_headers(headers: &mut HeaderMap, dispatched: &crate::dispatch::Dispatched) {
+    if headers.is_empty() {
+        if let Some(state) = &dispatched.limit_state {
+            limits::headers(state, headers);
+        }
+    }
+}
+
+/// The `Idempotency-Key` (Stripe's name) or `anthropic-idempotency-key` a request carries.
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    ["idempotency-key", "anthropic-idempotency-key"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_owned)
+}
+
+/// Looks an idempotency key up in the store, claiming it when free. The fingerprint is the
+/// endpoint and the body's SHA-256: the same key with another body is another request.
+async fn idempotent(
+    runtime: &Runtime,
+    scope: &str,
+    key: &str,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Option<Begin>, GatewayError> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(endpoint.label().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(body);
+    let fingerprint = ctx.finish();
+    let store = runtime.limiter.store();
+    match store
+        .begin(
+            scope,
+            key,
+            fingerprint.as_ref(),
+            limits::IDEMPOTENCY_TTL,
+            std::time::SystemTime::now(),
+        )
+        .await
+    {
+        Ok(begin) => Ok(Some(begin)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the idempotency store could not answer");
+            match runtime.config.state.on_error {
+                tollgate_core::config::OnError::Open => Ok(None),
+                tollgate_core::config::OnError::Closed => Err(GatewayError::BackendUnavailable(
+                    "the limits store cannot be reached and state.on_error is closed".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// The headers a replayed answer keeps (nothing time-dependent, nothing per attempt).
+const REPLAYED_HEADERS: &[&str] = &["content-type", "x-tollgate-backend"];
+
+/// Keeps the answer of a claimed idempotency key — unless it is one a retry should get past
+/// (a 5xx, a 429, a 409): then the claim is dropped and the next request with the key runs.
+fn remember(claim: Claim, resp: &Response<Body>) {
+    let status = resp.status().as_u16();
+    let Body::Full(Some(body)) = resp.body() else {
+        return;
+    };
+    if status >= 500 || status == 429 || status == 409 {
+        return;
+    }
+    let headers = REPLAYED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = resp.headers().get(*name)?.to_str().ok()?;
+            Some((name.to_string(), value.to_owned()))
+        })
+        .collect();
+    let answer = StoredAnswer {
+        status,
+        headers,
+        body: body.clone(),
+    };
+    // Stored off the answer's path: a repeat that arrives before it lands gets 409.
+    tokio::spawn(async move {
+        if let Err(e) = claim.complete(answer, std::time::SystemTime::now()).await {
+            tracing::warn!(error = %e, "an idempotent answer could not be stored");
+        }
+    });
+}
+
+/// The stored answer of an idempotency key, sent again.
+fn replay(mut outcome: Outcome, answer: StoredAnswer) -> Response<Body> {
+    outcome.status = answer.status;
+    outcome.completed = true;
+    let mut resp = Response::new(Body::full(answer.body));
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    for (name, value) in answer.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    resp
 }
 
 /// `count_tokens` for a backend without its own: the local estimate

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::json;
+use tollgate_core::config::{OnError, StoreKind};
 use tollgate_core::GatewayError;
 
 use crate::app::json_response;
@@ -102,10 +103,23 @@ pub fn readiness(runtime: &Runtime) -> Response<Body> {
         };
         backends.insert(name.to_string(), state);
     }
-    let (status, body) = if usable > 0 {
+    // A store that cannot be reached while `on_error: closed` refuses every counted request.
+    let (kind, healthy, on_error) = runtime.limiter.health();
+    let store_name = match kind {
+        StoreKind::Memory => "memory",
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Redis => "redis",
+    };
+    let state = json!({"store": store_name, "status": if healthy { "ok" } else { "unreachable" }});
+    let (status, body) = if usable > 0 && (healthy || on_error == OnError::Open) {
         (
             StatusCode::OK,
-            json!({"status": "ready", "backends": backends}),
+            json!({"status": "ready", "backends": backends, "state": state}),
+        )
+    } else if usable > 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": "the limits store cannot be reached and state.on_error is closed", "backends": backends, "state": state}),
         )
     } else {
         let reason = if backends.is_empty() {
@@ -115,7 +129,7 @@ pub fn readiness(runtime: &Runtime) -> Response<Body> {
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unavailable", "reason": reason, "backends": backends}),
+            json!({"status": "unavailable", "reason": reason, "backends": backends, "state": state}),
         )
     };
     json_response(status, Bytes::from(body.to_string()))

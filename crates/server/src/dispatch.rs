@@ -17,10 +17,12 @@ use tollgate_core::{
 use tollgate_translate::{anthropic, responses};
 
 use crate::breaker::Permit;
+use crate::limits::Skipped;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::retry::{self, Verdict};
 use crate::runtime::Runtime;
+use tollgate_store::{Reservation, ScopeState};
 
 /// A target's successful answer.
 pub struct Answer {
@@ -48,6 +50,28 @@ pub struct Dispatched {
     pub attempts: u32,
     /// When the first attempt started (none when no target could be tried).
     pub upstream_started: Option<Instant>,
+    /// The answering backend's reservation, when it has limits.
+    pub reservation: Option<Reservation>,
+    /// The answering backend's limits state, for `x-ratelimit-*` when the key has none.
+    pub limit_state: Option<ScopeState>,
+}
+
+impl Dispatched {
+    fn failed(
+        error: GatewayError,
+        target: Option<Target>,
+        attempts: u32,
+        started: Option<Instant>,
+    ) -> Self {
+        Dispatched {
+            result: Err(error),
+            target,
+            attempts,
+            upstream_started: started,
+            reservation: None,
+            limit_state: None,
+        }
+    }
 }
 
 impl Outcome {
@@ -56,6 +80,9 @@ impl Outcome {
         self.target = d.target.take();
         self.attempts = d.attempts;
         self.upstream_started = d.upstream_started.map(Instant::into_std);
+        if let Some(reservation) = d.reservation.take() {
+            self.reservations.push(reservation);
+        }
     }
 }
 
@@ -71,6 +98,10 @@ pub struct Job {
     pub deadline: Instant,
     /// Client headers for a backend that speaks the door's protocol natively.
     pub native_headers: HeaderMap,
+    /// The client key's `max_tokens_per_request`.
+    pub key_cap: Option<u64>,
+    /// The tokens the request reserves, asked of each backend with limits.
+    pub estimate: u64,
 }
 
 /// Tries `targets` in order, each up to `1 + retries` times with backoff, skipping backends
@@ -84,12 +115,17 @@ pub async fn dispatch(job: Job) -> Dispatched {
         request_id,
         deadline,
         native_headers,
+        key_cap,
+        estimate,
     } = job;
     let settings = runtime.retry;
     let mut upstream_started = None;
     let mut attempts = 0;
     let mut last: Option<(Target, GatewayError)> = None;
     let mut open_circuits: Vec<Arc<str>> = Vec::new();
+    // Backends skipped by their own limits, with when they take requests again.
+    let mut over_limit: Vec<(Arc<str>, Duration)> = Vec::new();
+    let mut store_down = false;
     for (i, target) in targets.into_iter().enumerate() {
         let Some(backend) = runtime.backends.get(&target.backend) else {
             // The router only yields configured backends; a miss means a bug, not a client error.
@@ -103,21 +139,31 @@ pub async fn dispatch(job: Job) -> Dispatched {
         }
         // The request as this backend takes it: untouched when it speaks the door's protocol,
         // else translated (once per target, reused by its retries).
-        let (endpoint, wire, planned) = match plan(&request, backend, &target.model) {
+        let (endpoint, wire, planned) = match plan(&request, backend, &target.model, key_cap) {
             Ok(p) => p,
-            Err(e) => {
-                return Dispatched {
-                    result: Err(e),
-                    target: Some(target),
-                    attempts,
-                    upstream_started,
-                }
-            }
+            Err(e) => return Dispatched::failed(e, Some(target), attempts, upstream_started),
         };
         // A smaller output budget, once the upstream said the request overflows its context.
         let mut budget: Option<u64> = None;
         let mut retries = 0;
         loop {
+            // A backend over its own limits is skipped like an open circuit, before its
+            // breaker is asked (a half-open probe is not spent on it).
+            let held = match runtime
+                .limiter
+                .admit_backend(&target.backend, estimate, &metrics)
+                .await
+            {
+                Ok(held) => held,
+                Err(Skipped::OverLimit { retry_after }) => {
+                    over_limit.push((target.backend.clone(), retry_after));
+                    break;
+                }
+                Err(Skipped::StoreDown) => {
+                    store_down = true;
+                    break;
+                }
+            };
             let permit = backend.breaker.permit();
             if permit == Permit::Refused {
                 open_circuits.push(target.backend.clone());
@@ -167,6 +213,8 @@ pub async fn dispatch(job: Job) -> Dispatched {
                         target: Some(target),
                         attempts,
                         upstream_started,
+                        reservation: held.reservation,
+                        limit_state: held.state,
                     };
                 }
             };
@@ -225,12 +273,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
                     break;
                 }
                 Verdict::Stop => {
-                    return Dispatched {
-                        result: Err(error),
-                        target: Some(target),
-                        attempts,
-                        upstream_started,
-                    }
+                    return Dispatched::failed(error, Some(target), attempts, upstream_started)
                 }
             }
         }
@@ -240,6 +283,28 @@ pub async fn dispatch(job: Job) -> Dispatched {
     }
     let (target, error) = match last {
         Some((t, e)) => (Some(t), e),
+        None if !over_limit.is_empty() => {
+            let names: Vec<&str> = over_limit.iter().map(|(n, _)| n.as_ref()).collect();
+            let wait = over_limit.iter().map(|(_, w)| *w).min();
+            (
+                None,
+                GatewayError::RateLimited {
+                    message: format!(
+                        "backend{} {} over {} limits",
+                        if names.len() == 1 { "" } else { "s" },
+                        names.join(", "),
+                        if names.len() == 1 { "its" } else { "their" },
+                    ),
+                    retry_after: wait,
+                },
+            )
+        }
+        None if store_down => (
+            None,
+            GatewayError::BackendUnavailable(
+                "the limits store cannot be reached and state.on_error is closed".into(),
+            ),
+        ),
         None if !open_circuits.is_empty() => {
             let names: Vec<&str> = open_circuits.iter().map(|n| n.as_ref()).collect();
             (
@@ -256,12 +321,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
             GatewayError::BackendUnavailable("no target to try".into()),
         ),
     };
-    Dispatched {
-        result: Err(error),
-        target,
-        attempts,
-        upstream_started,
-    }
+    Dispatched::failed(error, target, attempts, upstream_started)
 }
 
 fn timed_out_overall(deadline: Instant) -> bool {
@@ -330,6 +390,7 @@ fn plan(
     request: &ClientRequest,
     backend: &crate::runtime::Backend,
     model: &str,
+    key_cap: Option<u64>,
 ) -> Result<(Endpoint, Protocol, JsonObject), GatewayError> {
     let connector = backend.connector.as_ref();
     let door = request.endpoint.protocol();
@@ -355,7 +416,15 @@ fn plan(
             }
         }
     };
-    apply_output_budget(&mut body, endpoint, backend.budget);
+    // `max_tokens_per_request` (the key's, the backend's) caps the output budget too.
+    let cap = [
+        key_cap,
+        backend.config.limits.and_then(|l| l.max_tokens_per_request),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    apply_output_budget(&mut body, endpoint, backend.budget.capped(cap));
     Ok((endpoint, wire, body))
 }
 

@@ -9,6 +9,7 @@ mod catalogue;
 mod dispatch;
 mod door;
 mod intake;
+mod limits;
 mod mask;
 mod metrics;
 mod outcome;

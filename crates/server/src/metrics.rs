@@ -59,6 +59,7 @@ pub struct Metrics {
     models: Mutex<HashMap<String, HashSet<String>>>,
     inflight: Gauge,
     keepalives: Counter,
+    store_up: Gauge,
 }
 
 /// FNV-1a: the series cache hashes a short key once per request; SipHash's protection against
@@ -182,6 +183,10 @@ impl Metrics {
             recorder.register_gauge(&Key::from_static_name("tollgate_inflight_requests"), &META);
         let keepalives =
             recorder.register_counter(&Key::from_static_name("tollgate_keepalives_total"), &META);
+        let store_up =
+            recorder.register_gauge(&Key::from_static_name("tollgate_state_store_up"), &META);
+        // Up until a decision says otherwise (the memory store always is).
+        store_up.set(1.0);
         let metrics = Metrics {
             recorder,
             handle,
@@ -189,6 +194,7 @@ impl Metrics {
             models: Mutex::new(HashMap::new()),
             inflight,
             keepalives,
+            store_up,
         };
         metrics.describe();
         metrics
@@ -257,6 +263,21 @@ impl Metrics {
             "tollgate_config_reloads_total".into(),
             None,
             text("Configuration reloads, by result."),
+        );
+        r.describe_counter(
+            "tollgate_limit_refusals_total".into(),
+            None,
+            text("Requests (or backend attempts) refused by a limit, by limit and scope."),
+        );
+        r.describe_gauge(
+            "tollgate_budget_remaining_tokens".into(),
+            None,
+            text("Tokens left today in a scope with a tokens_per_day budget."),
+        );
+        r.describe_gauge(
+            "tollgate_state_store_up".into(),
+            None,
+            text("1 while the limits store (state.store) answers, 0 while it cannot be reached."),
         );
     }
 
@@ -451,6 +472,37 @@ impl Metrics {
             vec![Label::new("result", result)],
             1,
         );
+    }
+
+    /// A request refused by a limit; `scope` is `key:<name>`, `backend:<name>` or
+    /// `anonymous` (bounded by the configuration).
+    pub fn limit_refusal(&self, limit: &'static str, scope: &str) {
+        self.counter(
+            "tollgate_limit_refusals_total",
+            vec![
+                Label::new("limit", limit),
+                Label::new("scope", scope.to_owned()),
+            ],
+            1,
+        );
+    }
+
+    /// Tokens left today in a scope with a `tokens_per_day` budget.
+    pub fn budget_remaining(&self, scope: &str, remaining: u64) {
+        self.recorder
+            .register_gauge(
+                &Key::from_parts(
+                    "tollgate_budget_remaining_tokens",
+                    vec![Label::new("scope", scope.to_owned())],
+                ),
+                &META,
+            )
+            .set(remaining as f64);
+    }
+
+    /// Whether the limits store answered its last decision.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(if up { 1.0 } else { 0.0 });
     }
 }
 

@@ -36,6 +36,12 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// False until the response was fully written (a client that left mid-stream).
     pub completed: bool,
+    /// Tokens held in the limits store (the key's, and the answering backend's), settled with
+    /// the real usage when the request ends.
+    pub reservations: Vec<tollgate_store::Reservation>,
+    /// The tokens those reservations hold: what is charged when the upstream answered but
+    /// reported no usage (a stream cut short, a backend that counts nothing).
+    pub reserved_tokens: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -63,6 +69,8 @@ impl Outcome {
             first_event: None,
             usage: None,
             completed: false,
+            reservations: Vec::new(),
+            reserved_tokens: 0,
             metrics,
         }
     }
@@ -76,8 +84,32 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Settles the request's reservations: the real usage when the upstream reported it; the
+    /// reservation itself when an answer started but its usage is unknown (so leaving early is
+    /// no way round a budget); nothing when no answer started (a refusal, a failed attempt).
+    fn settle(&mut self) {
+        if self.reservations.is_empty() {
+            return;
+        }
+        let used = match self.usage {
+            Some(u) => Some(u.total_tokens.max(u.prompt_tokens + u.completion_tokens)),
+            None if self.status == 200 => Some(self.reserved_tokens),
+            None => None,
+        };
+        let now = std::time::SystemTime::now();
+        for reservation in self.reservations.drain(..) {
+            match used {
+                Some(tokens) => reservation.settle(tokens, now),
+                None => drop(reservation),
+            }
+        }
+    }
+}
+
 impl Drop for Outcome {
     fn drop(&mut self) {
+        self.settle();
         let total = self.started.elapsed();
         let upstream = self.upstream_started.map(|t| t.elapsed());
         let (backend, model) = match &self.target {

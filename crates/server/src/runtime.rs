@@ -15,6 +15,7 @@ use tollgate_translate::{ChatTarget, Reasoning};
 
 use crate::auth::Keys;
 use crate::breaker::Breaker;
+use crate::limits::Limiter;
 use crate::mask::Masker;
 
 /// One backend instance of a runtime.
@@ -103,6 +104,8 @@ pub struct Runtime {
     /// Backends by instance name.
     pub backends: HashMap<Arc<str>, Backend>,
     pub keys: Keys,
+    /// Limits and budgets, and the store that counts them (kept across reloads).
+    pub limiter: Limiter,
     pub relay: RelaySettings,
     pub retry: RetrySettings,
     pub max_body_bytes: u64,
@@ -116,6 +119,22 @@ impl Runtime {
         registry: &Registry,
         env: &Env,
         previous: Option<&Runtime>,
+    ) -> Result<Runtime, Vec<Problem>> {
+        Runtime::build_inner(config, registry, env, previous, true)
+    }
+
+    /// Every check of [`Runtime::build`], opening no state store (no file, no connection):
+    /// for `tollgate check`.
+    pub fn check(config: Config, registry: &Registry, env: &Env) -> Result<Runtime, Vec<Problem>> {
+        Runtime::build_inner(config, registry, env, None, false)
+    }
+
+    fn build_inner(
+        config: Config,
+        registry: &Registry,
+        env: &Env,
+        previous: Option<&Runtime>,
+        open_store: bool,
     ) -> Result<Runtime, Vec<Problem>> {
         let kinds = registry.kinds();
         let mut config = config;
@@ -185,6 +204,8 @@ impl Runtime {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let limiter = Limiter::build(&config, previous.map(|p| &p.limiter), open_store)
+            .map_err(|p| vec![p])?;
         let mut routing = config.clone();
         routing.backends.extend(
             on_demand
@@ -193,6 +214,7 @@ impl Runtime {
         );
         let masker = Arc::new(Masker::new(secrets(&config, registry, env)));
         Ok(Runtime {
+            limiter,
             router: Router::new(&routing),
             backends,
             keys,

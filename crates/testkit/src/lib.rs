@@ -526,3 +526,4 @@ mod tests {
 pub mod anthropic;
 pub mod client;
 pub mod nim;
+pub mod redis;
