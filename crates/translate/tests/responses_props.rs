@@ -1,0 +1,309 @@
+//! Property tests: randomized upstream chat streams (reasoning, text, refusals, tool calls cut
+//! into random fragments and interleaved, finish reasons, usage or not, `[DONE]` or not, a
+//! break after the 200) always translate to a stream the grammar accepts, and the text,
+//! reasoning, tool names and arguments reconstruct exactly from the Responses events.
+
+mod responses_support;
+
+use std::collections::VecDeque;
+
+use proptest::prelude::*;
+use responses_support::{chunk, ctx, finish, run, usage, End};
+use serde_json::json;
+use tollgate_translate::responses::grammar;
+
+/// (chat name, kind, client name, namespace)
+const TOOLS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("exec_command", "function_call", "exec_command", None),
+    ("get_goal", "function_call", "get_goal", None),
+    ("apply_patch", "custom_tool_call", "apply_patch", None),
+    (
+        "multi_agent_v1__spawn_agent",
+        "function_call",
+        "spawn_agent",
+        Some("multi_agent_v1"),
+    ),
+    ("invented", "function_call", "invented", None),
+];
+
+fn body(parallel: bool) -> serde_json::Value {
+    json!({"model":"m","input":"x","parallel_tool_calls":parallel,"reasoning":{"summary":"auto"},"tools":[
+        {"type":"function","name":"exec_command"},
+        {"type":"function","name":"get_goal"},
+        {"type":"custom","name":"apply_patch"},
+        {"type":"namespace","name":"multi_agent_v1","tools":[{"type":"function","name":"spawn_agent"}]},
+        {"type":"web_search"}]})
+}
+
+#[derive(Debug, Clone)]
+struct CallSpec {
+    tool: usize,
+    /// The string argument (function: `{"v": …}`, freeform: `{"input": …}`); empty makes a
+    /// zero-argument function call.
+    payload: String,
+    /// Where the arguments text is cut into fragments (byte offsets, snapped to characters).
+    cuts: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Reasoning(Vec<String>),
+    Text(Vec<String>),
+    Refusal(Vec<String>),
+    /// Calls, and the order their fragments are sent in (each pick chooses the next call).
+    Calls(Vec<CallSpec>, Vec<usize>),
+    /// A chunk that carries nothing (`content: ""`, a role), as servers send.
+    Empty,
+}
+
+fn piece() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 \\n\"\\\\é😀{}]{1,8}"
+}
+
+fn segment() -> impl Strategy<Value = Segment> {
+    let call = (
+        0..TOOLS.len(),
+        "[a-zA-Z0-9 \\n\"\\\\é😀{}:]{0,30}",
+        prop::collection::vec(0usize..64, 0..5),
+    )
+        .prop_map(|(tool, payload, cuts)| CallSpec {
+            tool,
+            payload,
+            cuts,
+        });
+    prop_oneof![
+        prop::collection::vec(piece(), 1..4).prop_map(Segment::Reasoning),
+        prop::collection::vec(piece(), 1..5).prop_map(Segment::Text),
+        prop::collection::vec(piece(), 1..3).prop_map(Segment::Refusal),
+        (
+            prop::collection::vec(call, 1..4),
+            prop::collection::vec(0usize..8, 0..12)
+        )
+            .prop_map(|(calls, picks)| Segment::Calls(calls, picks)),
+        Just(Segment::Empty),
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Done,
+    Finish,
+    Fail,
+}
+
+fn ending() -> impl Strategy<Value = Ending> {
+    prop_oneof![
+        4 => Just(Ending::Done),
+        2 => Just(Ending::Finish),
+        1 => Just(Ending::Fail),
+    ]
+}
+
+/// What the client should get back from one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    call_id: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    arguments: String,
+}
+
+fn arguments_of(spec: &CallSpec) -> (String, String) {
+    let (_, kind, _, _) = TOOLS[spec.tool];
+    if kind == "custom_tool_call" {
+        let text = serde_json::to_string(&json!({"input": spec.payload})).expect("json");
+        (text, spec.payload.clone())
+    } else if spec.payload.is_empty() {
+        (String::new(), "{}".to_owned())
+    } else {
+        let text = serde_json::to_string(&json!({"v": spec.payload})).expect("json");
+        (text.clone(), text)
+    }
+}
+
+/// `text` cut at `cuts`, each cut moved back to a character boundary.
+fn fragments(text: &str, cuts: &[usize]) -> Vec<String> {
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|&c| {
+            let mut c = c.min(text.len());
+            while !text.is_char_boundary(c) {
+                c -= 1;
+            }
+            c
+        })
+        .collect();
+    points.push(text.len());
+    points.sort_unstable();
+    points.dedup();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for p in points {
+        out.push(text[start..p].to_owned());
+        start = p;
+    }
+    out
+}
+
+struct Script {
+    events: Vec<String>,
+    reasoning: String,
+    text: String,
+    refusal: String,
+    calls: Vec<Expected>,
+}
+
+fn script(segments: &[Segment], parallel: bool) -> Script {
+    let mut s = Script {
+        events: Vec::new(),
+        reasoning: String::new(),
+        text: String::new(),
+        refusal: String::new(),
+        calls: Vec::new(),
+    };
+    let mut next_index = 0u32;
+    let seen_call = &mut false;
+    for segment in segments {
+        match segment {
+            Segment::Reasoning(pieces) => {
+                for p in pieces {
+                    s.events.push(chunk(json!({"reasoning_content": p})));
+                    s.reasoning.push_str(p);
+                }
+            }
+            Segment::Text(pieces) => {
+                for p in pieces {
+                    s.events.push(chunk(json!({"content": p})));
+                    s.text.push_str(p);
+                }
+            }
+            Segment::Refusal(pieces) => {
+                for p in pieces {
+                    s.events.push(chunk(json!({"refusal": p})));
+                    s.refusal.push_str(p);
+                }
+            }
+            Segment::Empty => s
+                .events
+                .push(chunk(json!({"role":"assistant","content":""}))),
+            Segment::Calls(specs, picks) => {
+                let mut queues = Vec::new();
+                for spec in specs {
+                    let index = next_index;
+                    next_index += 1;
+                    let (chat_name, kind, name, namespace) = TOOLS[spec.tool];
+                    let (text, expected_arguments) = arguments_of(spec);
+                    let call_id = format!("call_{index}");
+                    let expected = Expected {
+                        call_id: call_id.clone(),
+                        kind: kind.to_owned(),
+                        name: name.to_owned(),
+                        namespace: namespace.map(str::to_owned),
+                        arguments: expected_arguments,
+                    };
+                    let mut frags: VecDeque<serde_json::Value> = fragments(&text, &spec.cuts)
+                        .into_iter()
+                        .map(|f| json!({"index": index, "function": {"arguments": f}}))
+                        .collect();
+                    if let Some(first) = frags.front_mut() {
+                        first["id"] = json!(call_id);
+                        first["type"] = json!("function");
+                        first["function"]["name"] = json!(chat_name);
+                    }
+                    queues.push((Some(expected), frags));
+                }
+                // Interleave: each pick sends the next fragment of one call still sending.
+                let mut picks = picks.iter();
+                loop {
+                    let live: Vec<usize> = (0..queues.len())
+                        .filter(|&i| !queues[i].1.is_empty())
+                        .collect();
+                    if live.is_empty() {
+                        break;
+                    }
+                    let which = picks.next().map_or(live[0], |p| live[p % live.len()]);
+                    let (expected, frags) = &mut queues[which];
+                    // Calls come back in the order they first appear; under
+                    // `parallel_tool_calls: false` only the first one does.
+                    if let Some(expected) = expected.take() {
+                        if parallel || !*seen_call {
+                            s.calls.push(expected);
+                        }
+                        *seen_call = true;
+                    }
+                    if let Some(fragment) = frags.pop_front() {
+                        s.events.push(chunk(json!({"tool_calls": [fragment]})));
+                    }
+                }
+            }
+        }
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_streams_follow_the_grammar_and_reconstruct(
+        segments in prop::collection::vec(segment(), 0..6),
+        finish_reason in prop::option::of(prop_oneof![Just("stop"), Just("tool_calls"), Just("length"), Just("content_filter")]),
+        with_usage in any::<bool>(),
+        end in ending(),
+        parallel in prop::bool::weighted(0.85),
+    ) {
+        let mut s = script(&segments, parallel);
+        if let Some(reason) = finish_reason {
+            s.events.push(finish(reason));
+        }
+        if with_usage {
+            s.events.push(usage(7, 9));
+        }
+        let end = match end {
+            Ending::Done => End::Done,
+            Ending::Finish => End::Finish,
+            Ending::Fail => End::Fail(502),
+        };
+        let out = run(ctx(&body(parallel)), &s.events, end);
+        let summary = match grammar::check(&out) {
+            Ok(summary) => summary,
+            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&out)))),
+        };
+        if let End::Fail(_) = end {
+            prop_assert_eq!(summary.status.as_str(), "failed");
+            return Ok(());
+        }
+        let expected_status = match finish_reason {
+            Some("length") | Some("content_filter") => "incomplete",
+            _ => "completed",
+        };
+        prop_assert_eq!(summary.status.as_str(), expected_status);
+        prop_assert_eq!(summary.usage.is_some(), with_usage);
+
+        let mut reasoning = String::new();
+        let mut text = String::new();
+        let mut refusal = String::new();
+        let mut calls = Vec::new();
+        for item in &summary.items {
+            match item.kind.as_str() {
+                "reasoning" => reasoning.push_str(&item.text),
+                "message" => {
+                    text.push_str(&item.text);
+                    refusal.push_str(&item.refusal);
+                }
+                _ => calls.push(Expected {
+                    call_id: item.call_id.clone(),
+                    kind: item.kind.clone(),
+                    name: item.name.clone(),
+                    namespace: item.namespace.clone(),
+                    arguments: item.arguments.clone(),
+                }),
+            }
+        }
+        prop_assert_eq!(reasoning, s.reasoning);
+        prop_assert_eq!(text, s.text);
+        prop_assert_eq!(refusal, s.refusal);
+        prop_assert_eq!(calls, s.calls);
+    }
+}
