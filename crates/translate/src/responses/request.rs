@@ -849,8 +849,8 @@ fn find<'m>(map: &'m ToolMap, namespace: Option<&str>, name: &str) -> Option<&'m
 
 fn chat_tool<'p>(p: &'p Planned<'p, 'p>) -> ChatTool<'p> {
     let def = p.def;
-    let mut description = def.description.clone().filter(|d| !d.is_empty());
-    if let Some(ns) = p.namespace_description.filter(|d| !d.is_empty()) {
+    let mut description = tools::text(def.description).filter(|d| !d.is_empty());
+    if let Some(ns) = tools::text(p.namespace_description).filter(|d| !d.is_empty()) {
         let namespace = p.tool.namespace.as_deref().unwrap_or_default();
         let line = format!("(Part of the {namespace} tools: {ns})");
         description = Some(match description {

@@ -50,8 +50,9 @@ pub(super) struct ToolDef<'a> {
     pub kind: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
+    /// Kept raw until needed: a reply context never reads it, and Codex's run to kilobytes.
+    #[serde(borrow, default)]
+    pub description: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub parameters: Option<&'a RawValue>,
     #[serde(default)]
@@ -76,7 +77,16 @@ pub(super) struct Planned<'d, 'a> {
     pub tool: ClientTool,
     pub def: &'d ToolDef<'a>,
     /// The enclosing namespace's description, for the flattened function's description.
-    pub namespace_description: Option<&'d str>,
+    pub namespace_description: Option<&'d RawValue>,
+}
+
+/// A raw description as text; anything but a string reads as none.
+pub(super) fn text(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| {
+        serde_json::from_str::<Option<String>>(r.get())
+            .ok()
+            .flatten()
+    })
 }
 
 /// The request's `tools`, or none.
@@ -112,7 +122,7 @@ pub(super) fn plan<'d, 'a>(
                     planned.push(Planned {
                         tool,
                         def: inner,
-                        namespace_description: def.description.as_deref(),
+                        namespace_description: def.description,
                     });
                 }
             }
