@@ -307,3 +307,119 @@ proptest! {
         prop_assert_eq!(calls, s.calls);
     }
 }
+
+/// Input items a request may carry, valid or not.
+fn input_item() -> impl Strategy<Value = serde_json::Value> {
+    let call_id = prop_oneof![Just("c1"), Just("c2"), Just("c3")];
+    let name = prop_oneof![
+        Just((None, "exec_command")),
+        Just((None, "apply_patch")),
+        Just((Some("multi_agent_v1"), "spawn_agent")),
+        Just((None, "gone_tool")),
+    ];
+    prop_oneof![
+        piece().prop_map(|t| json!({"role":"user","content":t})),
+        piece().prop_map(|t| json!({"type":"message","role":"developer","content":[{"type":"input_text","text":t}]})),
+        piece().prop_map(|t| json!({"type":"message","role":"user","content":[{"type":"input_text","text":t},{"type":"input_image","image_url":"data:image/png;base64,AA"}]})),
+        piece().prop_map(|t| json!({"type":"message","role":"assistant","content":[{"type":"output_text","text":t}]})),
+        (call_id.clone(), name).prop_map(|(c, (ns, n))| json!({"type":"function_call","call_id":c,"name":n,"namespace":ns,"arguments":"{}"})),
+        (call_id.clone(), piece()).prop_map(|(c, t)| json!({"type":"function_call_output","call_id":c,"output":t})),
+        (call_id.clone(), piece()).prop_map(|(c, t)| json!({"type":"custom_tool_call","call_id":c,"name":"apply_patch","input":t})),
+        (call_id, piece()).prop_map(|(c, t)| json!({"type":"custom_tool_call_output","call_id":c,"output":[{"type":"input_text","text":t},{"type":"input_image","image_url":"u"}]})),
+        Just(json!({"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"x"})),
+        Just(json!({"type":"web_search_call","id":"ws","status":"completed"})),
+        Just(json!({"type":"compaction","encrypted_content":"x"})),
+        Just(json!({"type":"unknown_item"})),
+    ]
+}
+
+/// Top-level fields a client may send besides `model` and `input`, valid or not.
+fn extra_field() -> impl Strategy<Value = (&'static str, serde_json::Value)> {
+    prop_oneof![
+        Just(("store", json!(false))),
+        Just(("include", json!(["reasoning.encrypted_content"]))),
+        Just(("prompt_cache_key", json!("k"))),
+        Just(("metadata", json!({"a":"b"}))),
+        Just(("client_metadata", json!({"a":"b"}))),
+        Just(("truncation", json!("auto"))),
+        Just(("service_tier", json!("auto"))),
+        Just(("parallel_tool_calls", json!(true))),
+        Just(("max_output_tokens", json!(100))),
+        Just(("temperature", json!(0.5))),
+        Just(("top_p", json!(1))),
+        Just((
+            "text",
+            json!({"format":{"type":"json_object"},"verbosity":"low"})
+        )),
+        Just(("reasoning", json!({"effort":"high","summary":"auto"}))),
+        Just(("user", json!("u"))),
+        Just(("stream", json!(true))),
+        Just(("stream_options", json!({"include_obfuscation":false}))),
+        Just(("top_logprobs", json!(3))),
+        Just(("safety_identifier", json!("s"))),
+        Just(("instructions", json!("be brief"))),
+        Just(("tool_choice", json!("required"))),
+        Just((
+            "tool_choice",
+            json!({"type":"function","name":"spawn_agent"})
+        )),
+        Just(("some_future_field", json!({"x":1}))),
+        Just(("temperature", json!("hot"))),
+    ]
+}
+
+/// Each `tool` message answers a call of the assistant message before its run of tool
+/// messages, as every chat server requires.
+fn tool_messages_follow_their_calls(messages: &[serde_json::Value]) -> Result<(), String> {
+    for (i, m) in messages.iter().enumerate() {
+        if m["role"] != "tool" {
+            continue;
+        }
+        let mut j = i;
+        while j > 0 && messages[j - 1]["role"] == "tool" {
+            j -= 1;
+        }
+        let owner = j
+            .checked_sub(1)
+            .map(|k| &messages[k])
+            .ok_or("a tool message opens the conversation")?;
+        let answered = owner["role"] == "assistant"
+            && owner["tool_calls"]
+                .as_array()
+                .is_some_and(|calls| calls.iter().any(|c| c["id"] == m["tool_call_id"]));
+        if !answered {
+            return Err(format!(
+                "tool message {i} does not follow its call: {messages:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    #[test]
+    fn every_accepted_request_fits_the_strict_nim_schema(
+        items in prop::collection::vec(input_item(), 0..8),
+        extras in prop::collection::vec(extra_field(), 0..8),
+    ) {
+        let mut body = body(true);
+        body["input"] = serde_json::Value::Array(items);
+        for (key, value) in extras {
+            body[key] = value;
+        }
+        let obj = tollgate_core::JsonObject::parse(body.to_string().as_bytes()).expect("json");
+        let Ok(chat) = tollgate_translate::responses::to_chat(&obj, &tollgate_translate::ChatTarget::default()) else {
+            return Ok(());
+        };
+        let bytes = chat.to_bytes();
+        prop_assert!(tollgate_testkit::nim::schema_error(&bytes).is_none(), "{}", String::from_utf8_lossy(&bytes));
+        let chat: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let messages = chat["messages"].as_array().expect("messages");
+        prop_assert!(!messages.is_empty());
+        if let Err(e) = tool_messages_follow_their_calls(messages) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}

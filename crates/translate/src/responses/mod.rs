@@ -31,7 +31,7 @@ use tools::ToolMap;
 
 /// What a reply translator needs to know about the request: the response's identity, the
 /// request parameters a `response` object echoes, and the client's tools by their chat names.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplyContext {
     /// The response id (`resp_…`), unique per request; item ids are derived from it.
     pub id: String,
@@ -49,6 +49,25 @@ pub struct ReplyContext {
     summary: bool,
     /// `parallel_tool_calls: false`: at most one tool call is passed on.
     single_call: bool,
+}
+
+impl std::fmt::Debug for ReplyContext {
+    // The echoed parameters hold the instructions (a prompt): name them only, as
+    // `JsonObject`'s own debug output does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyContext")
+            .field("id", &self.id)
+            .field("model", &self.model)
+            .field("created_at", &self.created_at)
+            .field("tools", &self.tools)
+            .field(
+                "echo",
+                &self.echo.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
+            .field("summary", &self.summary)
+            .field("single_call", &self.single_call)
+            .finish()
+    }
 }
 
 /// The reply context of a Responses request. `id` is the response id the server chose
@@ -170,6 +189,19 @@ mod tests {
         assert!(!ctx.summary);
         assert!(!ctx.single_call);
         assert_eq!(ctx.item_id("msg", 3), "msg_1_3");
+    }
+
+    #[test]
+    fn debug_output_names_echoed_fields_without_their_values() {
+        let ctx = reply_context(
+            &body(r#"{"input":"x","instructions":"the secret prompt"}"#),
+            "r".into(),
+            "m".into(),
+        )
+        .expect("context");
+        let debug = format!("{ctx:?}");
+        assert!(debug.contains("instructions"), "{debug}");
+        assert!(!debug.contains("secret prompt"), "{debug}");
     }
 
     #[test]
