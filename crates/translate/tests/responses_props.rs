@@ -364,6 +364,12 @@ fn extra_field() -> impl Strategy<Value = (&'static str, serde_json::Value)> {
             json!({"type":"function","name":"spawn_agent"})
         )),
         Just(("some_future_field", json!({"x":1}))),
+        Just(("reasoning", json!(null))),
+        Just(("text", json!(null))),
+        Just(("tool_choice", json!(null))),
+        Just(("instructions", json!(null))),
+        Just(("parallel_tool_calls", json!(null))),
+        Just(("previous_response_id", json!(null))),
         Just(("temperature", json!("hot"))),
     ]
 }
@@ -400,7 +406,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
 
     #[test]
-    fn every_accepted_request_fits_the_strict_nim_schema(
+    fn every_accepted_request_fits_the_strict_nim_schema_and_has_a_context(
         items in prop::collection::vec(input_item(), 0..8),
         extras in prop::collection::vec(extra_field(), 0..8),
     ) {
@@ -413,6 +419,9 @@ proptest! {
         let Ok(chat) = tollgate_translate::responses::to_chat(&obj, &tollgate_translate::ChatTarget::default()) else {
             return Ok(());
         };
+        // What `to_chat` accepts, `reply_context` accepts too: the server calls both.
+        let context = tollgate_translate::responses::reply_context(&obj, "resp_1".into(), "m".into());
+        prop_assert!(context.is_ok(), "{:?}", context.err());
         let bytes = chat.to_bytes();
         prop_assert!(tollgate_testkit::nim::schema_error(&bytes).is_none(), "{}", String::from_utf8_lossy(&bytes));
         let chat: serde_json::Value = serde_json::from_slice(&bytes).expect("json");

@@ -82,8 +82,9 @@ pub fn reply_context(
     let defs = tools::read(body)?;
     let tools = ToolMap::new(&tools::plan(&defs)?);
     let reasoning: Option<ReasoningParam> = body
-        .decode("reasoning")
-        .map_err(|e| TranslateError::new("reasoning", format!("invalid reasoning: {e}")))?;
+        .decode::<Option<ReasoningParam>>("reasoning")
+        .map_err(|e| TranslateError::new("reasoning", format!("invalid reasoning: {e}")))?
+        .flatten();
     let summary = reasoning.is_some_and(|r| r.summary.is_some() || r.generate_summary.is_some());
     let single_call = body.get("parallel_tool_calls") == Some("false");
     let created_at = std::time::SystemTime::now()
@@ -215,5 +216,13 @@ mod tests {
         assert!(ctx.summary);
         assert!(ctx.single_call);
         assert!(reply_context(&body(r#"{"reasoning":5}"#), "r".into(), "m".into()).is_err());
+        let unset = reply_context(
+            &body(r#"{"input":"x","reasoning":null,"parallel_tool_calls":null,"tools":null}"#),
+            "r".into(),
+            "m".into(),
+        )
+        .expect("null reads as absent");
+        assert!(!unset.summary);
+        assert!(!unset.single_call);
     }
 }
