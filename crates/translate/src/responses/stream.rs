@@ -201,7 +201,9 @@ impl ChatToResponses {
         let Some(open) = self.open.take() else {
             return;
         };
-        let index = self.items.len() - 1;
+        let Some(index) = self.items.len().checked_sub(1) else {
+            return;
+        };
         match open {
             Open::Reasoning => self.reasoning_done(out, index),
             Open::Message(part) => {
@@ -264,7 +266,9 @@ impl ChatToResponses {
     }
 
     fn reasoning_delta(&mut self, out: &mut BytesMut, delta: &str) {
-        let index = self.items.len() - 1;
+        let Some(index) = self.items.len().checked_sub(1) else {
+            return;
+        };
         let item = &mut self.items[index];
         let Body::Reasoning { text, summary } = &mut item.body else {
             return;
@@ -352,7 +356,9 @@ impl ChatToResponses {
     }
 
     fn open_part(&mut self, out: &mut BytesMut, refusal: bool) {
-        let index = self.items.len() - 1;
+        let Some(index) = self.items.len().checked_sub(1) else {
+            return;
+        };
         let item = &mut self.items[index];
         let Body::Message { parts } = &mut item.body else {
             return;
@@ -369,6 +375,7 @@ impl ChatToResponses {
                 kind: "response.content_part.added",
                 output_index: Some(index),
                 item_id: Some(&item.id),
+                // Just pushed: at least one part.
                 content_index: Some(parts.len() - 1),
                 part: Some(PartView::of(refusal, "")),
                 ..Event::default()
@@ -377,15 +384,17 @@ impl ChatToResponses {
     }
 
     fn part_delta(&mut self, out: &mut BytesMut, delta: &str) {
-        let index = self.items.len() - 1;
+        let Some(index) = self.items.len().checked_sub(1) else {
+            return;
+        };
         let item = &mut self.items[index];
         let Body::Message { parts } = &mut item.body else {
             return;
         };
-        let content_index = parts.len() - 1;
-        let Some(part) = parts.last_mut() else {
+        let Some(content_index) = parts.len().checked_sub(1) else {
             return;
         };
+        let part = &mut parts[content_index];
         part.text.push_str(delta);
         let event = if part.refusal {
             Event {
@@ -417,13 +426,14 @@ impl ChatToResponses {
         let Body::Message { parts } = &item.body else {
             return;
         };
-        let Some(part) = parts.last() else {
+        let Some(content_index) = parts.len().checked_sub(1) else {
             return;
         };
+        let part = &parts[content_index];
         let common = || Event {
             output_index: Some(index),
             item_id: Some(&item.id),
-            content_index: Some(parts.len() - 1),
+            content_index: Some(content_index),
             ..Event::default()
         };
         let done = if refusal {
@@ -453,7 +463,9 @@ impl ChatToResponses {
     }
 
     fn arguments_delta(&mut self, out: &mut BytesMut, delta: &str) {
-        let index = self.items.len() - 1;
+        let Some(index) = self.items.len().checked_sub(1) else {
+            return;
+        };
         let item = &mut self.items[index];
         if let Body::FunctionCall { arguments, .. } = &mut item.body {
             arguments.push_str(delta);
@@ -607,7 +619,9 @@ impl ChatToResponses {
         match self.open {
             Some(Open::Message(Some(r))) if r == refusal => {}
             Some(Open::Message(Some(r))) => {
-                let index = self.items.len() - 1;
+                let Some(index) = self.items.len().checked_sub(1) else {
+                    return;
+                };
                 self.part_done(out, index, r);
                 self.open_part(out, refusal);
             }
