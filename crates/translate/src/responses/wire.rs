@@ -1,0 +1,534 @@
+//! The Responses output as both reply translators write it: output items (as the SDK's
+//! `ResponseOutputItem` union and Codex's `ResponseItem` read them), the `response` object
+//! with the request's echoed parameters, and `usage` with the `*_details` objects the SDK's
+//! `ResponseUsage` requires. Serialized with serde structs straight into the output buffer.
+
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use tollgate_core::Usage;
+
+use super::tools::Kind;
+use super::ReplyContext;
+
+/// An item's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    InProgress,
+    Completed,
+    Incomplete,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            Status::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One output item and what it has accumulated so far.
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    pub id: String,
+    pub status: Status,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Body {
+    /// An assistant message: its `output_text` and `refusal` parts, in order.
+    Message { parts: Vec<Part> },
+    /// Reasoning text, reported as one summary part (`summary`) or one `reasoning_text`
+    /// content part.
+    Reasoning { text: String, summary: bool },
+    FunctionCall {
+        call_id: String,
+        name: String,
+        namespace: Option<String>,
+        arguments: String,
+    },
+    CustomToolCall {
+        call_id: String,
+        name: String,
+        namespace: Option<String>,
+        input: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Part {
+    pub refusal: bool,
+    pub text: String,
+}
+
+impl Item {
+    /// The item as `response.output_item.added` shows it: in progress, nothing accumulated
+    /// (empty `content`/`summary`, `""` arguments), as OpenAI sends it.
+    pub fn added(&self) -> View<'_> {
+        self.view(true)
+    }
+
+    /// The item with everything it holds.
+    pub fn whole(&self) -> View<'_> {
+        self.view(false)
+    }
+
+    fn view(&self, added: bool) -> View<'_> {
+        let id = self.id.as_str();
+        let status = if added {
+            Status::InProgress.as_str()
+        } else {
+            self.status.as_str()
+        };
+        match &self.body {
+            Body::Message { parts } => View::Message {
+                id,
+                status,
+                role: "assistant",
+                content: Parts(if added { &[] } else { parts }),
+            },
+            Body::Reasoning { text, summary } => {
+                let texts = |kind| Texts {
+                    kind,
+                    text: (!added).then_some(text.as_str()),
+                };
+                if *summary {
+                    View::Reasoning {
+                        id,
+                        status,
+                        summary: texts("summary_text"),
+                        content: None,
+                    }
+                } else {
+                    View::Reasoning {
+                        id,
+                        status,
+                        summary: Texts {
+                            kind: "summary_text",
+                            text: None,
+                        },
+                        content: Some(texts("reasoning_text")),
+                    }
+                }
+            }
+            Body::FunctionCall {
+                call_id,
+                name,
+                namespace,
+                arguments,
+            } => View::FunctionCall {
+                id,
+                status,
+                call_id,
+                name,
+                namespace: namespace.as_deref(),
+                arguments: if added { "" } else { arguments },
+            },
+            Body::CustomToolCall {
+                call_id,
+                name,
+                namespace,
+                input,
+            } => View::CustomToolCall {
+                id,
+                status,
+                call_id,
+                name,
+                namespace: namespace.as_deref(),
+                input: if added { "" } else { input },
+            },
+        }
+    }
+}
+
+/// An item as JSON.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum View<'a> {
+    Message {
+        id: &'a str,
+        status: &'static str,
+        role: &'static str,
+        content: Parts<'a>,
+    },
+    Reasoning {
+        id: &'a str,
+        status: &'static str,
+        summary: Texts<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<Texts<'a>>,
+    },
+    FunctionCall {
+        id: &'a str,
+        status: &'static str,
+        call_id: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        arguments: &'a str,
+    },
+    CustomToolCall {
+        id: &'a str,
+        status: &'static str,
+        call_id: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        input: &'a str,
+    },
+}
+
+/// A message's content parts.
+pub(super) struct Parts<'a>(&'a [Part]);
+
+impl Serialize for Parts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for part in self.0 {
+            seq.serialize_element(&PartView::of(part.refusal, &part.text))?;
+        }
+        seq.end()
+    }
+}
+
+/// One content part: `output_text` (with the `annotations` the SDK requires and empty
+/// `logprobs`) or `refusal`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum PartView<'a> {
+    OutputText {
+        annotations: [(); 0],
+        logprobs: [(); 0],
+        text: &'a str,
+    },
+    Refusal {
+        refusal: &'a str,
+    },
+    ReasoningText {
+        text: &'a str,
+    },
+    SummaryText {
+        text: &'a str,
+    },
+}
+
+impl<'a> PartView<'a> {
+    pub fn of(refusal: bool, text: &'a str) -> PartView<'a> {
+        if refusal {
+            PartView::Refusal { refusal: text }
+        } else {
+            PartView::OutputText {
+                annotations: [],
+                logprobs: [],
+                text,
+            }
+        }
+    }
+}
+
+/// A reasoning item's `summary` or `content`: empty, or one text part of `kind`.
+pub(super) struct Texts<'a> {
+    kind: &'static str,
+    text: Option<&'a str>,
+}
+
+impl Serialize for Texts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Text<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            text: &'a str,
+        }
+        let mut seq = s.serialize_seq(Some(usize::from(self.text.is_some())))?;
+        if let Some(text) = self.text {
+            seq.serialize_element(&Text {
+                kind: self.kind,
+                text,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// The overall status of a `response` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    InProgress,
+    Completed,
+    /// `length` or `content_filter`: `incomplete_details.reason`.
+    Incomplete(&'static str),
+    Failed,
+}
+
+/// A `response` object: identity, status, output, usage, and the echoed request parameters.
+pub(super) struct ResponseView<'a> {
+    pub ctx: &'a ReplyContext,
+    pub outcome: Outcome,
+    pub output: &'a [Item],
+    pub usage: Option<&'a Usage>,
+    /// `(code, message)` of a failed response.
+    pub error: Option<(&'a str, &'a str)>,
+}
+
+impl Serialize for ResponseView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Error<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Incomplete {
+            reason: &'static str,
+        }
+        struct Output<'a>(&'a [Item]);
+        impl Serialize for Output<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for item in self.0 {
+                    seq.serialize_element(&item.whole())?;
+                }
+                seq.end()
+            }
+        }
+        let status = match self.outcome {
+            Outcome::InProgress => "in_progress",
+            Outcome::Completed => "completed",
+            Outcome::Incomplete(_) => "incomplete",
+            Outcome::Failed => "failed",
+        };
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &self.ctx.id)?;
+        map.serialize_entry("object", "response")?;
+        map.serialize_entry("created_at", &self.ctx.created_at)?;
+        map.serialize_entry("status", status)?;
+        map.serialize_entry(
+            "error",
+            &self.error.map(|(code, message)| Error { code, message }),
+        )?;
+        map.serialize_entry(
+            "incomplete_details",
+            &match self.outcome {
+                Outcome::Incomplete(reason) => Some(Incomplete { reason }),
+                _ => None,
+            },
+        )?;
+        map.serialize_entry("model", &self.ctx.model)?;
+        map.serialize_entry("output", &Output(self.output))?;
+        for (key, value) in &self.ctx.echo {
+            map.serialize_entry(key, &**value)?;
+        }
+        map.serialize_entry("usage", &self.usage.map(UsageView))?;
+        map.end()
+    }
+}
+
+/// Chat usage as Responses usage. Chat's `prompt_tokens_details`/`completion_tokens_details`
+/// are not read by `tollgate_core::Usage`, so cached and reasoning counts are reported as 0.
+struct UsageView<'a>(&'a Usage);
+
+impl Serialize for UsageView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct InputDetails {
+            cached_tokens: u64,
+            cache_write_tokens: u64,
+        }
+        #[derive(Serialize)]
+        struct OutputDetails {
+            reasoning_tokens: u64,
+        }
+        #[derive(Serialize)]
+        struct Wire {
+            input_tokens: u64,
+            input_tokens_details: InputDetails,
+            output_tokens: u64,
+            output_tokens_details: OutputDetails,
+            total_tokens: u64,
+        }
+        let u = self.0;
+        let total = if u.total_tokens == 0 {
+            u.prompt_tokens + u.completion_tokens
+        } else {
+            u.total_tokens
+        };
+        Wire {
+            input_tokens: u.prompt_tokens,
+            input_tokens_details: InputDetails {
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            output_tokens: u.completion_tokens,
+            output_tokens_details: OutputDetails {
+                reasoning_tokens: 0,
+            },
+            total_tokens: total,
+        }
+        .serialize(s)
+    }
+}
+
+/// What a chat `finish_reason` makes of the response.
+pub(super) fn outcome(finish_reason: Option<&str>) -> Outcome {
+    match finish_reason {
+        Some("length") => Outcome::Incomplete("max_output_tokens"),
+        Some("content_filter") => Outcome::Incomplete("content_filter"),
+        _ => Outcome::Completed,
+    }
+}
+
+/// The status of items closed by a response's end.
+pub(super) fn item_status(outcome: Outcome) -> Status {
+    match outcome {
+        Outcome::Completed => Status::Completed,
+        _ => Status::Incomplete,
+    }
+}
+
+impl ReplyContext {
+    /// The item a chat tool call becomes: a `function_call` with the client's name and
+    /// namespace, or a `custom_tool_call` whose `input` is the one string argument. A name
+    /// the request never declared (the model made it up) is passed on as a function.
+    pub(super) fn call_item(
+        &self,
+        index: usize,
+        call_id: Option<&str>,
+        chat_name: &str,
+        arguments: String,
+        status: Status,
+    ) -> Item {
+        let tool = self.tools.by_chat_name(chat_name);
+        let (name, namespace) = match tool {
+            Some(t) => (t.name.clone(), t.namespace.clone()),
+            None => (chat_name.to_owned(), None),
+        };
+        let call_id = call_id
+            .filter(|c| !c.is_empty())
+            .map_or_else(|| self.item_id("call", index), str::to_owned);
+        if tool.is_some_and(|t| t.kind == Kind::Custom) {
+            Item {
+                id: self.item_id("ctc", index),
+                status,
+                body: Body::CustomToolCall {
+                    call_id,
+                    name,
+                    namespace,
+                    input: custom_input(arguments),
+                },
+            }
+        } else {
+            Item {
+                id: self.item_id("fc", index),
+                status,
+                // Normalized when the call is closed (`function_arguments`): a live call's
+                // arguments are still growing here.
+                body: Body::FunctionCall {
+                    call_id,
+                    name,
+                    namespace,
+                    arguments,
+                },
+            }
+        }
+    }
+
+    /// Whether a call to `chat_name` becomes a `custom_tool_call`.
+    pub(super) fn is_custom(&self, chat_name: &str) -> bool {
+        self.tools
+            .by_chat_name(chat_name)
+            .is_some_and(|t| t.kind == Kind::Custom)
+    }
+}
+
+/// Function arguments as clients parse them: `{}` for a call without arguments (servers
+/// send `""` or nothing; Codex and the SDK parse the text as JSON). Returns the text to append
+/// (the empty case), so a stream can send it as a delta too.
+pub(super) fn function_arguments(arguments: &mut String) -> Option<&'static str> {
+    // Only the empty text: a stream has already sent any other as deltas.
+    if arguments.is_empty() {
+        arguments.push_str("{}");
+        Some("{}")
+    } else {
+        None
+    }
+}
+
+/// A freeform tool's input from the arguments of the function the upstream saw:
+/// `{"input":"…"}`. Models that answer with the raw text (or a JSON string) are taken at
+/// their word.
+pub(super) fn custom_input(arguments: String) -> String {
+    #[derive(Deserialize)]
+    struct Arguments {
+        input: String,
+    }
+    if let Ok(a) = serde_json::from_str::<Arguments>(&arguments) {
+        return a.input;
+    }
+    if let Ok(s) = serde_json::from_str::<String>(&arguments) {
+        return s;
+    }
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_input_reads_the_argument_or_takes_the_text() {
+        assert_eq!(custom_input(r#"{"input":"a\nb"}"#.into()), "a\nb");
+        assert_eq!(custom_input(r#""raw""#.into()), "raw");
+        assert_eq!(custom_input("*** Begin Patch".into()), "*** Begin Patch");
+        assert_eq!(custom_input(r#"{"other":1}"#.into()), r#"{"other":1}"#);
+        for (given, appended, result) in [
+            ("", Some("{}"), "{}"),
+            (" ", None, " "),
+            (r#"{"a":1}"#, None, r#"{"a":1}"#),
+        ] {
+            let mut arguments = given.to_owned();
+            assert_eq!(function_arguments(&mut arguments), appended);
+            assert_eq!(arguments, result);
+        }
+    }
+
+    #[test]
+    fn added_items_are_empty_and_whole_items_full() {
+        let item = Item {
+            id: "msg_1".into(),
+            status: Status::Completed,
+            body: Body::Message {
+                parts: vec![Part {
+                    refusal: false,
+                    text: "hi".into(),
+                }],
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&item.added()).expect("json"),
+            r#"{"type":"message","id":"msg_1","status":"in_progress","role":"assistant","content":[]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&item.whole()).expect("json"),
+            r#"{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"hi"}]}"#
+        );
+        let reasoning = Item {
+            id: "rs_1".into(),
+            status: Status::Completed,
+            body: Body::Reasoning {
+                text: "t".into(),
+                summary: false,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&reasoning.added()).expect("json"),
+            r#"{"type":"reasoning","id":"rs_1","status":"in_progress","summary":[],"content":[]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&reasoning.whole()).expect("json"),
+            r#"{"type":"reasoning","id":"rs_1","status":"completed","summary":[],"content":[{"type":"reasoning_text","text":"t"}]}"#
+        );
+    }
+}
