@@ -205,13 +205,16 @@ impl Connector for Mock {
             .flatten()
             .and_then(|o| o.get("include_usage").and_then(|v| v.as_bool()))
             .unwrap_or(false);
-        let events = self.stream_events(
-            request.endpoint,
-            &request.model,
-            &id,
-            created,
-            include_usage.then_some(usage),
-        );
+        // Like the OpenAI-compatible connector, the usage chunk always comes, and is the
+        // gateway's own (read, not relayed) when the client did not ask for it.
+        let mut events =
+            self.stream_events(request.endpoint, &request.model, &id, created, Some(usage));
+        if !include_usage {
+            if let Some(at) = events.len().checked_sub(2) {
+                let chunk = events.remove(at);
+                events.insert(at, chunk.hidden());
+            }
+        }
         let delay = Duration::from_millis(self.options.chunk_delay_ms);
         let body: tollgate_core::EventStream = if delay.is_zero() {
             Box::pin(stream::iter(events.into_iter().map(Ok)))
