@@ -1,62 +1,30 @@
-//! Placeholder until the Messages translator lands (built on branch wip-anthropic): the
-//! signatures the server is wired against. Every function here refuses.
+//! The Anthropic Messages door's translators, for backends that speak chat.completions:
+//!
+//! - [`to_chat`]: a Messages request body → a chat.completions body a strict upstream (NIM)
+//!   accepts; [`estimate_input_tokens`] for `count_tokens` and `message_start`.
+//! - [`from_chat_response`]: a whole chat.completion → a Messages `message`.
+//! - [`ChatToMessages`]: a chat.completions stream → the Messages event stream.
+//! - [`error_body`], [`error_from_openai`], [`PING`]: Anthropic-shaped errors and keepalives.
+//! - [`clamp_max_tokens`]: the output budget of a Messages body sent natively.
+//! - [`grammar`]: a checker of the Messages stream grammar, for tests.
+//!
+//! docs/translation-anthropic.md describes every mapping and why.
 
-use bytes::{Bytes, BytesMut};
-use tollgate_core::JsonObject;
+mod budget;
+mod errors;
+mod events;
+pub mod grammar;
+mod messages;
+mod reply;
+mod request;
+mod scan;
+mod stream;
+mod text;
+mod tokens;
 
-use crate::{ChatTarget, Failure, StreamTranslator, TranslateError};
-
-pub const PING: &[u8] = b"event: ping\ndata: {\"type\": \"ping\"}\n\n";
-
-pub fn to_chat(_body: &JsonObject, _target: &ChatTarget) -> Result<JsonObject, TranslateError> {
-    Err(TranslateError::new(
-        "",
-        "the Messages translator is not built yet",
-    ))
-}
-
-pub fn estimate_input_tokens(body: &JsonObject) -> u64 {
-    (body.to_bytes().len() as u64 / 4).max(1)
-}
-
-pub struct ReplyContext {
-    pub id: String,
-    pub model: String,
-}
-
-pub fn reply_context(_body: &JsonObject, id: String, model: String) -> ReplyContext {
-    ReplyContext { id, model }
-}
-
-pub fn from_chat_response(_chat: &[u8], _ctx: &ReplyContext) -> Result<Bytes, TranslateError> {
-    Err(TranslateError::new(
-        "",
-        "the Messages translator is not built yet",
-    ))
-}
-
-pub struct ChatToMessages;
-
-impl ChatToMessages {
-    pub fn new(_ctx: ReplyContext) -> Self {
-        ChatToMessages
-    }
-}
-
-impl StreamTranslator for ChatToMessages {
-    fn event(&mut self, _data: &[u8], _out: &mut BytesMut) {}
-    fn finish(&mut self, _out: &mut BytesMut) {}
-    fn fail(&mut self, _failure: &Failure<'_>, _out: &mut BytesMut) {}
-}
-
-pub fn error_body(status: u16, message: &str) -> (u16, Bytes) {
-    let body =
-        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
-    (status, Bytes::from(body.to_string()))
-}
-
-pub fn error_from_openai(status: u16, body: &[u8]) -> (u16, Bytes) {
-    error_body(status, &String::from_utf8_lossy(body))
-}
-
-pub fn clamp_max_tokens(_body: &mut JsonObject, _default: Option<u64>, _cap: Option<u64>) {}
+pub use budget::clamp_max_tokens;
+pub use errors::{error_body, error_from_openai, PING};
+pub use reply::{from_chat_response, reply_context, ReplyContext};
+pub use request::to_chat;
+pub use stream::ChatToMessages;
+pub use tokens::estimate_input_tokens;
