@@ -36,6 +36,12 @@ req = urllib.request.Request(
     headers={"content-type": "application/json", "authorization": "Bearer " + os.environ["ANTHROPIC_AUTH_TOKEN"], "anthropic-version": "2023-06-01"},
 )
 answer = json.load(urllib.request.urlopen(req))
+req = urllib.request.Request(
+    base + "/v1/messages?beta=true",
+    data=json.dumps({"model": os.environ["ANTHROPIC_MODEL"], "max_tokens": 64, "messages": [{"role": "user", "content": "say hi"}]}).encode(),
+    headers={"content-type": "application/json", "authorization": "Bearer " + os.environ["ANTHROPIC_AUTH_TOKEN"], "anthropic-version": "2023-06-01"},
+)
+answer["message"] = json.load(urllib.request.urlopen(req))
 with open(os.environ["RECORD"] + ".answer", "w") as f:
     json.dump(answer, f)
 # Without the session key the gateway refuses.
@@ -119,8 +125,14 @@ import os, shutil, sys, urllib.request
 home = os.environ["CODEX_HOME"]
 shutil.copy(os.path.join(home, "config.toml"), os.environ["RECORD"])
 base = [l.split("=", 1)[1].strip().strip('"') for l in open(os.path.join(home, "config.toml")) if l.startswith("base_url")][0]
-req = urllib.request.Request(base + "/models", headers={"authorization": "Bearer " + os.environ["TOLLGATE_API_KEY"]})
-print(urllib.request.urlopen(req).status)
+import json
+req = urllib.request.Request(
+    base + "/responses",
+    data=json.dumps({"model": "mock:mock-1", "input": "hi"}).encode(),
+    headers={"content-type": "application/json", "authorization": "Bearer " + os.environ["TOLLGATE_API_KEY"]},
+)
+answer = json.load(urllib.request.urlopen(req))
+print(answer["object"], answer["status"], answer["output"][0]["content"][0]["text"])
 sys.exit(0)
 "#,
     );
@@ -133,7 +145,10 @@ sys.exit(0)
     ];
     let (code, out, err) = run(&["code", "--codex", "--model", "mock:mock-1"], &env, &dir);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.trim(), "200");
+    assert_eq!(
+        out.trim(),
+        "response completed Hello from the tollgate mock backend."
+    );
     let toml = std::fs::read_to_string(&record).expect("config.toml");
     assert!(toml.contains("model = \"mock:mock-1\""), "{toml}");
     assert!(toml.contains("model_provider = \"tollgate\""), "{toml}");

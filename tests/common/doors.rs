@@ -12,6 +12,8 @@ use tollgate_testkit::{Answer, Step, StreamEnd};
 
 /// The fake NIM's key: asserted never to reach a client.
 pub const NIM_KEY: &str = "nvapi-SECRET-doors-0123";
+/// The client key the SDK scripts send (`TOLLGATE_KEY`): asserted never to reach an upstream.
+pub const CLIENT_KEY: &str = "client-SECRET-doors-4567";
 
 pub struct DoorGateway {
     pub addr: SocketAddr,
@@ -160,6 +162,7 @@ pub async fn run_sdk(script: &str, scenario: &str, addr: SocketAddr) -> serde_js
             .arg(&script)
             .arg(&scenario)
             .env("TOLLGATE_URL", format!("http://{addr}"))
+            .env("TOLLGATE_KEY", CLIENT_KEY)
             .output()
             .expect("python3 runs")
     })
