@@ -75,7 +75,10 @@ impl Limiter {
         let store: Arc<dyn Store> = match previous.filter(|p| p.state == config.state) {
             Some(p) => p.store.clone(),
             None if !open => Arc::new(MemoryStore::new()),
-            None => open_store(&config.state)?,
+            None => open_store(
+                &config.state,
+                Duration::from_secs(config.server.request_timeout) + LEASE_MARGIN,
+            )?,
         };
         let keys = config
             .auth
@@ -254,15 +257,23 @@ fn store_down() -> GatewayError {
     )
 }
 
-fn open_store(state: &StateConfig) -> Result<Arc<dyn Store>, Problem> {
+/// How much longer than `server.request_timeout` a Redis reservation lives unsettled: a
+/// request never outlives its timeout, so a reservation older than this belongs to a replica
+/// that died, and its tokens go back to the budget.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+fn open_store(state: &StateConfig, lease: Duration) -> Result<Arc<dyn Store>, Problem> {
     match state.store {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreKind::Sqlite => SqliteStore::open(&state.path)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| Problem::new("state.path", format!("cannot open `{}`: {e}", state.path))),
-        StoreKind::Redis => RedisStore::new(RedisOptions::new(&state.url))
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .map_err(|e| Problem::new("state.url", e.to_string())),
+        StoreKind::Redis => RedisStore::new(RedisOptions {
+            lease,
+            ..RedisOptions::new(&state.url)
+        })
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| Problem::new("state.url", e.to_string())),
     }
 }
 

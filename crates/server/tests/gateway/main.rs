@@ -10,6 +10,7 @@ mod failures;
 mod headers;
 mod implicit;
 mod input;
+mod limits;
 mod metrics;
 mod protocols;
 mod proxy;
