@@ -42,6 +42,10 @@ pub enum GatewayError {
     /// The request body is larger than `server.max_body_bytes`.
     #[error("request body exceeds the limit of {limit} bytes")]
     RequestTooLarge { limit: u64 },
+    /// The client did not send its request body in time (`server.body_read_timeout`,
+    /// `server.body_gap_timeout`): 408.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A limit refused the request.
     #[error("{message}")]
     RateLimited {
@@ -111,6 +115,7 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
@@ -127,7 +132,8 @@ impl GatewayError {
             | GatewayError::ModelNotFound(_)
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed { .. }
-            | GatewayError::RequestTooLarge { .. } => "invalid_request_error",
+            | GatewayError::RequestTooLarge { .. }
+            | GatewayError::RequestTimeout(_) => "invalid_request_error",
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::RateLimited { .. } => "rate_limit_error",
@@ -147,6 +153,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Upstream { .. } | GatewayError::UpstreamFailed(_) => "upstream_error",
             GatewayError::BackendUnavailable(_) => "backend_unavailable",
@@ -218,6 +225,7 @@ mod tests {
             GatewayError::PermissionDenied("no".into()),
             GatewayError::ModelNotFound("x".into()),
             GatewayError::RequestTooLarge { limit: 10 },
+            GatewayError::RequestTimeout("slow body".into()),
             GatewayError::RateLimited {
                 message: "slow".into(),
                 retry_after: None,
@@ -226,7 +234,7 @@ mod tests {
             GatewayError::BackendUnavailable("none".into()),
             GatewayError::UpstreamTimeout("late".into()),
         ];
-        let statuses = [400, 401, 403, 404, 413, 429, 502, 503, 504];
+        let statuses = [400, 401, 403, 404, 413, 408, 429, 502, 503, 504];
         for (e, status) in all.iter().zip(statuses) {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
             let v = parsed(e);
