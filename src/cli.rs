@@ -374,7 +374,11 @@ async fn chat(loaded: Loaded, quiet: bool, model: String, prompt: String) -> Exi
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        splitter.push(data, &mut events);
+        // The gateway relays only events within the splitter's limit, so this holds.
+        if let Err(e) = splitter.push(data, &mut events) {
+            eprintln!("\ntollgate: stream failed: {e}");
+            return ExitCode::FAILURE;
+        }
         for event in events.drain(..) {
             let Some(payload) = event.payload() else {
                 continue;
