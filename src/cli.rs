@@ -225,9 +225,11 @@ async fn serve(source: Source, loaded: Loaded) -> ExitCode {
         Err(diagnostics) => return report(&diagnostics),
     };
     let server = &loaded.config.server;
+    crate::open_files::raise(server.max_connections);
+    crate::allocator::return_memory_when_idle();
     let addr = format!("{}:{}", server.host, server.port);
     let grace = Duration::from_secs(server.shutdown_grace);
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    let listener = match tollgate_server::bind(&addr, server.backlog).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tollgate: cannot listen on {addr}: {e}");
