@@ -39,13 +39,14 @@ impl fmt::Debug for JsonObject {
 }
 
 /// The deepest nesting of arrays and objects accepted anywhere in a body (the top-level
-/// object counts as 1). serde_json's own recursion limit (128) guards only what it builds into
+/// object counts as 1). serde_json's own recursion limit guards only what it builds into
 /// trees: raw values — `messages`, `tools`, everything forwarded untouched — are skipped by an
-/// iterative scan with no limit at all, so a body could carry any depth to an upstream or to a
-/// translator that parses it recursively. 128 is that same limit, far above what real requests
-/// use (a JSON schema in `tools` nests a few dozen levels at most), so whatever tollgate accepts,
-/// serde_json-based code downstream can still parse.
-pub const MAX_DEPTH: usize = 128;
+/// iterative scan with no limit at all, so a body could carry any depth to an upstream, or to
+/// a translator that parses it recursively. serde_json builds at most 127 levels into a
+/// `Value`; 100 stays below that with room for the few levels a translation wraps around a
+/// client's values, and far above what real requests use (a JSON schema in `tools` nests a few
+/// dozen levels at most).
+pub const MAX_DEPTH: usize = 100;
 
 /// Why a body is not a JSON object.
 #[derive(Debug, thiserror::Error)]

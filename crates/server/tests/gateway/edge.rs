@@ -380,7 +380,7 @@ async fn nesting_100k_deep_anywhere_is_a_400() {
             .as_str()
             .unwrap_or("")
             .to_owned();
-        assert!(message.contains("deeper than 128"), "{message}");
+        assert!(message.contains("deeper than 100"), "{message}");
     }
     assert_eq!(post(gw.addr, CHAT, &[], MOCK_CHAT).await.status, 200);
 }
