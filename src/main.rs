@@ -28,6 +28,8 @@ mod allocator {
     /// memory returns within seconds of a burst ending; see docs/benchmarks.md.
     #[cfg(not(target_env = "msvc"))]
     pub fn return_memory_when_idle() {
+        // One purging thread is plenty for a gateway's arenas (the default is one per CPU).
+        let _ = tikv_jemalloc_ctl::max_background_threads::write(1);
         if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
             tracing::warn!(error = %e, "cannot start jemalloc's background purging; memory freed after a burst returns to the system only with later allocations");
         }

@@ -77,6 +77,8 @@ struct Limits {
     header_read: Duration,
     idle: Duration,
     max_connections: usize,
+    /// HTTP/2 PING interval (`None`: no pings) and the wait for each acknowledgement.
+    ping: Option<(Duration, Duration)>,
 }
 
 impl Limits {
@@ -85,6 +87,12 @@ impl Limits {
             header_read: Duration::from_secs(server.header_read_timeout),
             idle: Duration::from_secs(server.idle_timeout),
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+            ping: (server.http2_keepalive_interval > 0).then(|| {
+                (
+                    Duration::from_secs(server.http2_keepalive_interval),
+                    Duration::from_secs(server.http2_keepalive_timeout),
+                )
+            }),
         }
     }
 }
@@ -192,7 +200,6 @@ pub(crate) struct Edge {
 
 impl Edge {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Edge> {
-        let server = &gateway.runtime().config.server;
         let mut http1 = hyper::server::conn::http1::Builder::new();
         // The head deadline is kept by `ConnState` below, not by hyper's own timer: hyper
         // starts that one as soon as a connection is ready for its next request, so on a
@@ -200,12 +207,8 @@ impl Edge {
         // `header_read_timeout`, and `idle_timeout` could never be longer.
         http1.header_read_timeout(None);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // hyper's timer drives the PINGs (set per connection, from the current config).
         http2.timer(TokioTimer::new());
-        if server.http2_keepalive_interval > 0 {
-            http2
-                .keep_alive_interval(Duration::from_secs(server.http2_keepalive_interval))
-                .keep_alive_timeout(Duration::from_secs(server.http2_keepalive_timeout));
-        }
         let metrics = EdgeMetrics::new(gateway.metrics());
         Arc::new(Edge {
             gateway,
@@ -345,7 +348,14 @@ impl Edge {
                 .await
             }
             Protocol::Http2 => {
-                let served = self.http2.serve_connection(io, service);
+                let mut http2 = self.http2.clone();
+                match limits.ping {
+                    Some((interval, timeout)) => http2
+                        .keep_alive_interval(interval)
+                        .keep_alive_timeout(timeout),
+                    None => http2.keep_alive_interval(None),
+                };
+                let served = http2.serve_connection(io, service);
                 drive(
                     served,
                     |c| c.graceful_shutdown(),
@@ -792,6 +802,7 @@ mod tests {
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(120),
             max_connections: 10,
+            ping: None,
         }
     }
 
