@@ -130,3 +130,120 @@ fn the_binary_raises_its_open_file_limit_refuses_past_max_connections_and_stays_
         "the process exited"
     );
 }
+
+/// Starts the binary with an open-file limit of `nofile` (soft and hard), so it cannot raise it.
+fn start_limited(
+    nofile: u32,
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(common::BIN)
+        .args([
+            "--config",
+            "config.yaml",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tollgate starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("tollgate listening") {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("tollgate listening");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    let addr = v["fields"]["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("address");
+    (child, addr, logs)
+}
+
+#[test]
+fn out_of_descriptors_the_binary_backs_off_quietly_and_recovers() {
+    let dir = temp_dir("edge-emfile");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "server:\n  max_connections: 1000\n  header_read_timeout: 2\nbackends:\n  mock: {}\n",
+    )
+    .expect("config");
+    let (mut child, addr, logs) = start_limited(64, &dir);
+    let lines = |needle: &str| {
+        logs.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    // It says the limit is too low for max_connections.
+    assert_eq!(lines("open-file limit is below"), 1);
+    // 120 silent connections: more than 64 descriptors can hold.
+    let held: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    assert!(held.len() >= 100, "{} connected", held.len());
+    std::thread::sleep(Duration::from_millis(1500));
+    // Accept failed many times, backing off; logged once, not once per failure.
+    assert_eq!(
+        lines("accept failed; backing off"),
+        1,
+        "{:?}",
+        logs.lock().map(|l| l.clone())
+    );
+    drop(held);
+    // The silent ones time out (header_read_timeout: 2), the backlog drains, and it serves.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+            let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+            let mut text = String::new();
+            let _ = c.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                let errors = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("tollgate_accept_errors_total "))
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                assert!(errors >= 1.0, "{text}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the process exited"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
