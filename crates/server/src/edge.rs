@@ -403,8 +403,10 @@ where
     let mut served = std::pin::pin!(served);
     let timer = tokio::time::sleep(Duration::ZERO);
     let mut timer = std::pin::pin!(timer);
-    // Set once a graceful close began: the latest the connection may take to finish it.
+    // Set once an idle HTTP/2 connection was told to go: the latest it may take to finish.
     let mut stop_by: Option<Instant> = None;
+    // Whether hyper's graceful shutdown was started (it is started once).
+    let mut draining = false;
     loop {
         let now = Instant::now();
         let (at, _) = conn.deadline(limits, now);
@@ -424,9 +426,12 @@ where
                     // HTTP/1.1 with no request in flight: nothing to finish, close now.
                     return None;
                 }
-                // HTTP/2: GOAWAY, and a bound on the goodbye.
+                // HTTP/2: GOAWAY (once), and a bound on the goodbye.
                 if stop_by.is_none() {
-                    shut(served.as_mut());
+                    if !draining {
+                        shut(served.as_mut());
+                        draining = true;
+                    }
                     stop_by = Some(now + limits.header_read);
                 }
             }
@@ -436,7 +441,10 @@ where
                     Stage::Serving => {}
                     Stage::Draining => {
                         open.reason = Reason::Shutdown;
-                        shut(served.as_mut());
+                        if !draining {
+                            shut(served.as_mut());
+                            draining = true;
+                        }
                     }
                     Stage::Abort => {
                         open.reason = Reason::Shutdown;
