@@ -295,9 +295,11 @@ async fn serve(source: Source, loaded: Loaded) -> ExitCode {
         Err(diagnostics) => return report(&diagnostics),
     };
     let server = &loaded.config.server;
+    crate::open_files::raise(server.max_connections);
+    crate::allocator::return_memory_when_idle();
     let addr = format!("{}:{}", server.host, server.port);
     let grace = Duration::from_secs(server.shutdown_grace);
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    let listener = match tollgate_server::bind(&addr, server.backlog).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tollgate: cannot listen on {addr}: {e}");
@@ -444,7 +446,11 @@ async fn chat(loaded: Loaded, quiet: bool, model: String, prompt: String) -> Exi
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        splitter.push(data, &mut events);
+        // The gateway relays only events within the splitter's limit, so this holds.
+        if let Err(e) = splitter.push(data, &mut events) {
+            eprintln!("\ntollgate: stream failed: {e}");
+            return ExitCode::FAILURE;
+        }
         for event in events.drain(..) {
             let Some(payload) = event.payload() else {
                 continue;

@@ -1,12 +1,16 @@
 //! Logging setup: tracing with a `pretty` or `json` format, written to stderr by a thread of
 //! its own in batches, so a request's log line costs the runtime a copy into a buffer — not a
-//! `write(2)`, nor a wake-up of another thread.
+//! `write(2)`, nor a wake-up of another thread. When the writer falls behind (stderr piped to
+//! something slow, or stopped), lines are dropped and counted
+//! (`tollgate_log_lines_dropped_total`), never waited for: the thread logging is a tokio
+//! worker, and blocking it would stall every connection it serves.
 //!
 //! The JSON format is written by hand: the line per request is on the hot path, and a
 //! direct writer costs a fraction of a general-purpose serializer. Its shape is the usual
 //! `{"timestamp","level","fields":{"message",…},"target"}`.
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +23,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// Bytes of log lines waiting to be written. Past this, a logging thread waits for the writer
-/// (lines are never dropped); below it, appending a line is a lock and a copy.
+/// Bytes of log lines waiting to be written. A line that does not fit is dropped and counted;
+/// below it, appending a line is a lock and a copy.
 const BACKLOG: usize = 8 * 1024 * 1024;
 /// How long the writer sleeps between batches when nothing presses it.
 const BATCH: Duration = Duration::from_millis(20);
@@ -28,10 +32,14 @@ const BATCH: Duration = Duration::from_millis(20);
 /// Lines appended by every thread, written out by one.
 struct Sink {
     pending: Mutex<Vec<u8>>,
-    /// Wakes the writer early (a large backlog) and waiting loggers (backlog drained).
+    /// Wakes the writer early (a large backlog, or lines being dropped).
     changed: Condvar,
     /// Held while lines are taken and written, so two writers never reorder them.
     writing: Mutex<()>,
+    /// Lines dropped since the writer last said so in the log.
+    dropped: AtomicU64,
+    /// The format of the writer's own notice about dropped lines.
+    json: bool,
 }
 
 static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
@@ -42,7 +50,7 @@ pub fn init(config: &Config) {
         EnvFilter::try_new(&config.logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(QueueWriter::start());
+        .with_writer(QueueWriter::start(config.logging.format == LogFormat::Json));
     let installed = match config.logging.format {
         LogFormat::Json => builder.event_format(JsonLine).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -60,6 +68,16 @@ pub fn flush() {
 }
 
 impl Sink {
+    fn new(json: bool) -> Sink {
+        Sink {
+            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            changed: Condvar::new(),
+            writing: Mutex::new(()),
+            dropped: AtomicU64::new(0),
+            json,
+        }
+    }
+
     /// Takes the pending lines and writes them, in order.
     fn write_pending(&self, out: &mut impl std::io::Write) {
         let _order = self.writing.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,11 +86,32 @@ impl Sink {
             let capacity = pending.capacity();
             std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
         };
-        self.changed.notify_all();
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if !batch.is_empty() {
             let _ = out.write_all(&batch);
+        }
+        if dropped > 0 {
+            let _ = out.write_all(self.dropped_notice(dropped).as_bytes());
+        }
+        if !batch.is_empty() || dropped > 0 {
             let _ = out.flush();
         }
+    }
+
+    /// One line saying how many lines were lost, in the log's own format.
+    fn dropped_notice(&self, dropped: u64) -> String {
+        let message = "log lines dropped: the log writer fell behind";
+        if !self.json {
+            return format!("tollgate: {message} ({dropped} lines)\n");
+        }
+        let mut line = String::from("{\"timestamp\":\"");
+        push_timestamp(&mut line, SystemTime::now());
+        line.push_str("\",\"level\":\"WARN\",\"fields\":{\"message\":");
+        push_json_str(&mut line, message);
+        line.push_str(",\"dropped\":");
+        push_u64(&mut line, dropped);
+        line.push_str("},\"target\":\"tollgate::logging\"}\n");
+        line
     }
 
     fn run(&self) {
@@ -96,14 +135,10 @@ struct QueueWriter {
 }
 
 impl QueueWriter {
-    fn start() -> QueueWriter {
+    fn start(json: bool) -> QueueWriter {
         let sink = SINK
             .get_or_init(|| {
-                let sink = Arc::new(Sink {
-                    pending: Mutex::new(Vec::with_capacity(64 * 1024)),
-                    changed: Condvar::new(),
-                    writing: Mutex::new(()),
-                });
+                let sink = Arc::new(Sink::new(json));
                 let runner = sink.clone();
                 let spawned = std::thread::Builder::new()
                     .name("tollgate-log".into())
@@ -120,15 +155,15 @@ impl QueueWriter {
 
 impl std::io::Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // The fmt layer writes each event whole, in one call.
+        // The fmt layer writes each event whole, in one call: a dropped write is a whole line.
         let mut pending = self.sink.pending.lock().unwrap_or_else(|e| e.into_inner());
-        while pending.len() >= BACKLOG {
+        if pending.len() + buf.len() > BACKLOG {
+            drop(pending);
+            self.sink.dropped.fetch_add(1, Ordering::Relaxed);
+            tollgate_server::Metrics::log_lines_dropped(1);
             self.sink.changed.notify_all();
-            pending = self
-                .sink
-                .changed
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
+            // Reported as written: the subscriber has nothing better to do with the line.
+            return Ok(buf.len());
         }
         pending.extend_from_slice(buf);
         if pending.len() >= BACKLOG / 4 {
@@ -431,6 +466,43 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_costs_dropped_lines_not_waits() {
+        use std::io::Write as _;
+        // No writer thread: nothing drains the backlog, as with a stopped stderr reader.
+        let sink = Arc::new(Sink::new(true));
+        let mut writer = QueueWriter { sink: sink.clone() };
+        let mut line = vec![b'x'; 64 * 1024 - 1];
+        line.push(b'\n');
+        let lines = BACKLOG / line.len() + 50;
+        let before = tollgate_server::Metrics::new().render();
+        let counted = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("tollgate_log_lines_dropped_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let started = std::time::Instant::now();
+        for _ in 0..lines {
+            assert_eq!(writer.write(&line).expect("never fails"), line.len());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "writes waited");
+        let dropped = sink.dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 50, "{dropped}");
+        assert!(sink.pending.lock().expect("lock").len() <= BACKLOG);
+        // Every gateway's /metrics shows the process-wide count.
+        let after = tollgate_server::Metrics::new().render();
+        assert!(counted(&after) >= counted(&before) + dropped, "{after}");
+        // The writer says so in the log, in its format, once it catches up.
+        let mut out = Vec::new();
+        sink.write_pending(&mut out);
+        let text = String::from_utf8(out).expect("utf8");
+        let notice = text.lines().last().expect("a notice");
+        let v: serde_json::Value = serde_json::from_str(notice).expect("a JSON line");
+        assert_eq!(v["fields"]["dropped"], dropped);
+        assert_eq!(sink.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -51,6 +51,24 @@ pub struct ServerConfig {
     pub request_timeout: u64,
     /// Seconds to drain in-flight work on SIGTERM/SIGINT.
     pub shutdown_grace: u64,
+    /// Seconds for a client to send a request head, counted from its first byte (or from
+    /// the accept, for a connection's first request); also bounds the HTTP/1.1-or-h2c sniff.
+    pub header_read_timeout: u64,
+    /// Seconds for a client to send a whole request body, counted from its head.
+    pub body_read_timeout: u64,
+    /// Seconds a client may pause between two pieces of a request body.
+    pub body_gap_timeout: u64,
+    /// Seconds a connection with no request in flight may stay open.
+    pub idle_timeout: u64,
+    /// Seconds between HTTP/2 PING frames on a client connection; 0 sends none.
+    pub http2_keepalive_interval: u64,
+    /// Seconds to wait for a PING's acknowledgement before the connection is closed.
+    pub http2_keepalive_timeout: u64,
+    /// Client connections served at once; the next ones get a fast 503.
+    pub max_connections: u64,
+    /// Connections the kernel may queue before tollgate accepts them (`listen(2)` backlog,
+    /// capped by `net.core.somaxconn`).
+    pub backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +79,14 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout: 600,
             shutdown_grace: 30,
+            header_read_timeout: 30,
+            body_read_timeout: 60,
+            body_gap_timeout: 30,
+            idle_timeout: 120,
+            http2_keepalive_interval: 60,
+            http2_keepalive_timeout: 20,
+            max_connections: 10_000,
+            backlog: 1024,
         }
     }
 }
@@ -609,11 +635,29 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             p("server.max_body_bytes".into(), "must be at least 1".into());
         }
-        if self.server.request_timeout == 0 {
+        let seconds = [
+            ("request_timeout", self.server.request_timeout),
+            ("header_read_timeout", self.server.header_read_timeout),
+            ("body_read_timeout", self.server.body_read_timeout),
+            ("body_gap_timeout", self.server.body_gap_timeout),
+            ("idle_timeout", self.server.idle_timeout),
+        ];
+        for (key, value) in seconds {
+            if value == 0 {
+                p(format!("server.{key}"), "must be at least 1 second".into());
+            }
+        }
+        if self.server.http2_keepalive_interval > 0 && self.server.http2_keepalive_timeout == 0 {
             p(
-                "server.request_timeout".into(),
-                "must be at least 1 second".into(),
+                "server.http2_keepalive_timeout".into(),
+                "must be at least 1 second while http2_keepalive_interval is set".into(),
             );
+        }
+        if self.server.max_connections == 0 {
+            p("server.max_connections".into(), "must be at least 1".into());
+        }
+        if self.server.backlog == 0 {
+            p("server.backlog".into(), "must be at least 1".into());
         }
 
         let fh = &self.failure_handling;
@@ -906,6 +950,10 @@ mod tests {
         assert_eq!(c.server.host, "127.0.0.1");
         assert_eq!(c.server.port, 8000);
         assert_eq!(c.server.max_body_bytes, 33_554_432);
+        assert_eq!(c.server.header_read_timeout, 30);
+        assert_eq!(c.server.body_read_timeout, 60);
+        assert_eq!(c.server.idle_timeout, 120);
+        assert_eq!(c.server.max_connections, 10_000);
         assert_eq!(c.failure_handling.keepalive_interval, 8);
         assert_eq!(
             c.failure_handling.keepalive_format,
@@ -947,6 +995,7 @@ mod tests {
         let c = parse(
             r#"
 default_backend: nope
+server: { header_read_timeout: 0, body_read_timeout: 0, idle_timeout: 0, max_connections: 0, backlog: 0, http2_keepalive_timeout: 0 }
 failure_handling: { keepalive_interval: 0, retries: 30 }
 backends:
   weird: {}
@@ -964,6 +1013,12 @@ state: { store: redis, url: "http://nope" }
         let got: Vec<String> = c.validate(TYPES).iter().map(|p| p.path.clone()).collect();
         for want in [
             "default_backend",
+            "server.header_read_timeout",
+            "server.body_read_timeout",
+            "server.idle_timeout",
+            "server.max_connections",
+            "server.backlog",
+            "server.http2_keepalive_timeout",
             "failure_handling.keepalive_interval",
             "failure_handling.retries",
             "backends.weird.type",

@@ -48,6 +48,10 @@ pub enum GatewayError {
     /// An idempotency key came back with a different request body.
     #[error("{0}")]
     KeyReused(String),
+    /// The client did not send its request body in time (`server.body_read_timeout`,
+    /// `server.body_gap_timeout`): 408.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A limit refused the request.
     #[error("{message}")]
     RateLimited {
@@ -117,6 +121,7 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::InFlight(_) => StatusCode::CONFLICT,
             GatewayError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -137,7 +142,8 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTooLarge { .. }
             | GatewayError::InFlight(_)
-            | GatewayError::KeyReused(_) => "invalid_request_error",
+            | GatewayError::KeyReused(_)
+            | GatewayError::RequestTimeout(_) => "invalid_request_error",
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::RateLimited { .. } => "rate_limit_error",
@@ -157,6 +163,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::InFlight(_) => "request_in_flight",
             GatewayError::KeyReused(_) => "idempotency_key_reused",
@@ -230,6 +237,7 @@ mod tests {
             GatewayError::PermissionDenied("no".into()),
             GatewayError::ModelNotFound("x".into()),
             GatewayError::RequestTooLarge { limit: 10 },
+            GatewayError::RequestTimeout("slow body".into()),
             GatewayError::RateLimited {
                 message: "slow".into(),
                 retry_after: None,
@@ -238,7 +246,7 @@ mod tests {
             GatewayError::BackendUnavailable("none".into()),
             GatewayError::UpstreamTimeout("late".into()),
         ];
-        let statuses = [400, 401, 403, 404, 413, 429, 502, 503, 504];
+        let statuses = [400, 401, 403, 404, 413, 408, 429, 502, 503, 504];
         for (e, status) in all.iter().zip(statuses) {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
             let v = parsed(e);

@@ -5,6 +5,7 @@
 //! must reach the upstream byte for byte. Holding raw values means a body is scanned once,
 //! never rebuilt as a tree, and re-written by concatenation.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,9 @@ pub struct JsonObject {
     fields: Vec<(Bytes, Bytes)>,
 }
 
+/// Bodies with this many fields find duplicate keys through a hash index.
+const INDEX_FROM: usize = 32;
+
 /// A key as text. Keys are UTF-8: they come from parsed JSON or from `&str`.
 fn key_str(key: &Bytes) -> &str {
     std::str::from_utf8(key).unwrap_or_default()
@@ -34,6 +38,16 @@ impl fmt::Debug for JsonObject {
     }
 }
 
+/// The deepest nesting of arrays and objects accepted anywhere in a body (the top-level
+/// object counts as 1). serde_json's own recursion limit guards only what it builds into
+/// trees: raw values — `messages`, `tools`, everything forwarded untouched — are skipped by an
+/// iterative scan with no limit at all, so a body could carry any depth to an upstream, or to
+/// a translator that parses it recursively. serde_json builds at most 127 levels into a
+/// `Value`; 100 stays below that with room for the few levels a translation wraps around a
+/// client's values, and far above what real requests use (a JSON schema in `tools` nests a few
+/// dozen levels at most).
+pub const MAX_DEPTH: usize = 100;
+
 /// Why a body is not a JSON object.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
@@ -41,6 +55,44 @@ pub enum JsonError {
     Syntax(String),
     #[error("request body must be a JSON object")]
     NotAnObject,
+    #[error("request body nests arrays and objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Whether `bytes` nests arrays and objects deeper than `limit` anywhere, strings skipped.
+/// One pass, no recursion; text that is not JSON is scanned the same way (serde_json reports
+/// it), so this runs before the parse.
+fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                // Jump over the string: to its closing quote, past any escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+                        None => return false,
+                        Some(at) if bytes[i + at] == b'"' => {
+                            i += at;
+                            break;
+                        }
+                        Some(at) => i += at + 2,
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Borrowed top-level fields, as serde_json reads them from the body.
@@ -107,6 +159,9 @@ impl JsonObject {
 
     /// Like [`JsonObject::parse`], keeping `bytes` as the storage of every value.
     pub fn parse_bytes(bytes: &Bytes) -> Result<Self, JsonError> {
+        if nests_deeper_than(bytes, MAX_DEPTH) {
+            return Err(JsonError::TooDeep);
+        }
         let trimmed = bytes.trim_ascii_start();
         if !trimmed.starts_with(b"{") {
             // Distinguish "valid JSON, wrong kind" from "not JSON at all".
@@ -121,6 +176,10 @@ impl JsonObject {
         let mut object = JsonObject {
             fields: Vec::with_capacity(fields.0.len()),
         };
+        // Where each key sits, for finding duplicates in one pass: a scan per key would make
+        // a body of n keys cost n² (100k keys within max_body_bytes: minutes). Small bodies,
+        // the usual case, compare in place instead of hashing.
+        let mut index: Option<HashMap<Bytes, usize>> = None;
         // Borrowed text lies inside `bytes`: its offset locates the same text in the shared
         // buffer, so a slice of it replaces a copy.
         let slice_of = |text: &str| {
@@ -133,7 +192,29 @@ impl JsonObject {
                 // A key with escapes was unescaped into a new string.
                 std::borrow::Cow::Owned(k) => Bytes::from(k),
             };
-            object.set_key(key, slice_of(raw.get()));
+            let value = slice_of(raw.get());
+            let fields = &mut object.fields;
+            if fields.len() < INDEX_FROM && index.is_none() {
+                match fields.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => *v = value,
+                    None => fields.push((key, value)),
+                }
+                continue;
+            }
+            let index = index.get_or_insert_with(|| {
+                let mut map = HashMap::with_capacity(fields.len() * 2);
+                for (at, (k, _)) in fields.iter().enumerate() {
+                    map.insert(k.clone(), at);
+                }
+                map
+            });
+            match index.get(&key) {
+                Some(&at) => fields[at].1 = value,
+                None => {
+                    index.insert(key.clone(), fields.len());
+                    fields.push((key, value));
+                }
+            }
         }
         Ok(object)
     }
@@ -142,13 +223,6 @@ impl JsonObject {
         self.fields
             .iter()
             .position(|(k, _)| k.as_ref() == key.as_bytes())
-    }
-
-    fn set_key(&mut self, key: Bytes, value: Bytes) {
-        match self.fields.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => self.fields.push((key, value)),
-        }
     }
 
     fn set(&mut self, key: &str, value: Bytes) {
@@ -304,6 +378,80 @@ mod tests {
         assert_eq!(&obj.to_bytes()[..], &body[..]);
         let copy = obj.clone();
         assert_eq!(copy.get("c"), Some("\"x\""));
+    }
+
+    #[test]
+    fn many_keys_parse_in_linear_time_and_duplicates_still_collapse() {
+        let n = 100_000;
+        let mut body = String::from("{");
+        for i in 0..n {
+            body.push_str(&format!("\"k{i}\":{i},"));
+        }
+        // Duplicates of an early and a late key, past the point where the index takes over.
+        body.push_str("\"k3\":\"again\",\"k99999\":true}");
+        let started = std::time::Instant::now();
+        let obj = JsonObject::parse(body.as_bytes()).expect("parses");
+        // Quadratic duplicate search took ~10 s here; linear takes milliseconds (loose bound).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(obj.keys().count(), n);
+        assert_eq!(obj.get("k3"), Some("\"again\""));
+        assert_eq!(obj.get("k99999"), Some("true"));
+        assert_eq!(
+            obj.keys().nth(3),
+            Some("k3"),
+            "a duplicate keeps the first place"
+        );
+    }
+
+    fn nested(depth: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_is_bounded_anywhere_in_the_body() {
+        // At the bound: accepted (the object itself is level 1).
+        let at_limit = format!(r#"{{"messages":{}}}"#, nested(MAX_DEPTH - 1, "1"));
+        assert!(JsonObject::parse(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"messages":{}}}"#, nested(MAX_DEPTH, "1"));
+        assert!(matches!(
+            JsonObject::parse(over.as_bytes()),
+            Err(JsonError::TooDeep)
+        ));
+        // 100k deep, as a raw value (serde_json skips those without a limit), inside a
+        // message, and as the whole body: refused, no stack overflow. A small stack proves
+        // nothing recursed.
+        let cases = [
+            format!(r#"{{"model":"m","x":{}}}"#, nested(100_000, "")),
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":{}}}]}}"#,
+                "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000)
+            ),
+            nested(100_000, ""),
+        ];
+        let refused = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                cases
+                    .iter()
+                    .map(|c| matches!(JsonObject::parse(c.as_bytes()), Err(JsonError::TooDeep)))
+                    .collect::<Vec<_>>()
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(refused, [true, true, true]);
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count() {
+        let deep_text = "[{".repeat(1000);
+        let body = format!(r#"{{"s":"{deep_text}","t":"\\\"[[[","u":[1]}}"#);
+        let obj = JsonObject::parse(body.as_bytes()).expect("strings are not nesting");
+        assert_eq!(obj.get("u"), Some("[1]"));
     }
 
     #[test]

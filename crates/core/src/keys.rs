@@ -29,6 +29,14 @@ const SERVER: &[(&str, Shape)] = &[
     ("max_body_bytes", Shape::Any),
     ("request_timeout", Shape::Any),
     ("shutdown_grace", Shape::Any),
+    ("header_read_timeout", Shape::Any),
+    ("body_read_timeout", Shape::Any),
+    ("body_gap_timeout", Shape::Any),
+    ("idle_timeout", Shape::Any),
+    ("http2_keepalive_interval", Shape::Any),
+    ("http2_keepalive_timeout", Shape::Any),
+    ("max_connections", Shape::Any),
+    ("backlog", Shape::Any),
 ];
 
 const KEY: &[(&str, Shape)] = &[

@@ -27,5 +27,5 @@ pub use registry::{BuildContext, Registry, TypeInfo};
 pub use request::{ClientRequest, Endpoint, Protocol, Request};
 pub use router::{Router, Target};
 pub use secret::Secret;
-pub use sse::{SseEvent, SseSplitter};
+pub use sse::{EventTooLarge, SseEvent, SseSplitter, MAX_EVENT_BYTES};
 pub use usage::{find_usage, Marks, Peek, Usage};

@@ -107,10 +107,9 @@ impl ClientRequest {
 
     /// Like [`ClientRequest::parse`], with field values kept as slices of `bytes` (no copy).
     pub fn parse_shared(endpoint: Endpoint, bytes: &Bytes) -> Result<Self, GatewayError> {
-        let body = JsonObject::parse_bytes(bytes).map_err(|e| match e {
-            JsonError::Syntax(_) => GatewayError::invalid(e.to_string()),
-            JsonError::NotAnObject => GatewayError::invalid(e.to_string()),
-        })?;
+        // Every `JsonError` is the client's: its message says which problem (syntax, kind, depth).
+        let body = JsonObject::parse_bytes(bytes)
+            .map_err(|e: JsonError| GatewayError::invalid(e.to_string()))?;
         let model = match body.decode::<String>("model") {
             Ok(Some(m)) if !m.trim().is_empty() => m,
             Ok(_) => {

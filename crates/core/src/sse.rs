@@ -113,70 +113,146 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Finds the end of the first complete event in `buf`: the index just past its blank line.
-/// `None` when no event is complete yet (including a trailing `\r` that may be half of `\r\n`).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    // Each turn starts at the beginning of a line; an empty line there ends the event.
-    let mut at = 0;
-    loop {
-        match buf.get(at) {
-            None => return None,
-            Some(b'\n') => return Some(at + 1),
-            Some(b'\r') => {
-                return match buf.get(at + 1) {
-                    None => None,
-                    Some(b'\n') => Some(at + 2),
-                    Some(_) => Some(at + 1),
+/// Where a scan for the end of an event stopped, so the next chunk resumes there instead of
+/// scanning the buffered bytes again (an event trickled in many small chunks stays linear).
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    /// The first byte not yet looked at.
+    at: usize,
+    /// Whether `at` is inside a line (a line start is where an empty line ends the event).
+    in_line: bool,
+}
+
+impl Scan {
+    /// Finds the end of the first complete event in `buf`, from where the last scan stopped:
+    /// the index just past its blank line. `None` when no event is complete yet (including a
+    /// trailing `\r` that may be half of `\r\n`); the scan then remembers where it got to.
+    fn event_end(&mut self, buf: &[u8]) -> Option<usize> {
+        loop {
+            if !self.in_line {
+                // A line starts here; an empty line ends the event.
+                match buf.get(self.at) {
+                    None => return None,
+                    Some(b'\n') => return Some(self.at + 1),
+                    Some(b'\r') => {
+                        return match buf.get(self.at + 1) {
+                            None => None,
+                            Some(b'\n') => Some(self.at + 2),
+                            Some(_) => Some(self.at + 1),
+                        }
+                    }
+                    Some(_) => self.in_line = true,
                 }
             }
-            Some(_) => {}
+            let Some(i) = memchr::memchr2(b'\n', b'\r', &buf[self.at..]) else {
+                self.at = buf.len();
+                return None;
+            };
+            let i = self.at + i;
+            self.at = if buf[i] == b'\r' {
+                match buf.get(i + 1) {
+                    None => {
+                        // `\r` or the first half of `\r\n`: look again when more arrives.
+                        self.at = i;
+                        return None;
+                    }
+                    Some(b'\n') => i + 2,
+                    Some(_) => i + 1,
+                }
+            } else {
+                i + 1
+            };
+            self.in_line = false;
         }
-        let i = at + memchr::memchr2(b'\n', b'\r', &buf[at..])?;
-        at = if buf[i] == b'\r' {
-            match buf.get(i + 1) {
-                None => return None,
-                Some(b'\n') => i + 2,
-                Some(_) => i + 1,
-            }
-        } else {
-            i + 1
-        };
     }
+}
+
+/// The largest upstream event the splitter holds, 16 MiB: a real chunk is at most a few
+/// hundred kilobytes (a large tool-call argument), while an upstream that never ends its event
+/// would otherwise grow the buffer without bound.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// An upstream event longer than the splitter's limit: the stream cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an upstream event exceeds {limit} bytes")]
+pub struct EventTooLarge {
+    pub limit: usize,
 }
 
 /// Cuts a byte stream into whole events. Bytes of an event that arrives in one chunk are
 /// sliced out of that chunk; only events split across chunks are copied once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseSplitter {
     /// The start of an event whose end has not arrived yet.
     partial: BytesMut,
+    /// How far `partial` has been scanned.
+    scan: Scan,
+    /// The longest event accepted.
+    limit: usize,
+}
+
+impl Default for SseSplitter {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseSplitter {
+    /// A splitter that refuses events over [`MAX_EVENT_BYTES`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Feeds one chunk; complete events are pushed to `out` in order.
-    pub fn push(&mut self, mut chunk: Bytes, out: &mut Vec<SseEvent>) {
+    /// A splitter that refuses events over `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        SseSplitter {
+            partial: BytesMut::new(),
+            scan: Scan::default(),
+            limit,
+        }
+    }
+
+    /// Feeds one chunk; complete events are pushed to `out` in order. An event longer than
+    /// the limit is an error (whether it is still arriving or came whole): the bytes held are
+    /// dropped and the stream must end, since what follows cannot be framed safely.
+    pub fn push(&mut self, mut chunk: Bytes, out: &mut Vec<SseEvent>) -> Result<(), EventTooLarge> {
         if !self.partial.is_empty() {
             self.partial.extend_from_slice(&chunk);
-            while let Some(end) = event_end(&self.partial) {
-                out.push(SseEvent::from_raw(self.partial.split_to(end).freeze()));
+            while let Some(end) = self.scan.event_end(&self.partial) {
+                self.scan = Scan::default();
+                let event = self.partial.split_to(end).freeze();
+                self.check(event.len())?;
+                out.push(SseEvent::from_raw(event));
             }
-            return;
+            return self.check(self.partial.len());
         }
-        while let Some(end) = event_end(&chunk) {
+        let mut scan = Scan::default();
+        while let Some(end) = scan.event_end(&chunk) {
+            scan = Scan::default();
+            self.check(end)?;
             out.push(SseEvent::from_raw(chunk.split_to(end)));
         }
         if !chunk.is_empty() {
+            self.check(chunk.len())?;
             self.partial.extend_from_slice(&chunk);
+            self.scan = scan;
         }
+        Ok(())
+    }
+
+    fn check(&mut self, len: usize) -> Result<(), EventTooLarge> {
+        if len <= self.limit {
+            return Ok(());
+        }
+        self.partial = BytesMut::new();
+        self.scan = Scan::default();
+        Err(EventTooLarge { limit: self.limit })
     }
 
     /// Bytes of an unfinished event when the stream ended (an upstream cut inside an event).
     pub fn finish(&mut self) -> Option<Bytes> {
         let rest = std::mem::take(&mut self.partial);
+        self.scan = Scan::default();
         // A stream ending with only blank-line padding is complete.
         if rest.iter().all(|b| b.is_ascii_whitespace()) {
             None
@@ -194,7 +270,8 @@ mod tests {
         let mut s = SseSplitter::new();
         let mut out = Vec::new();
         for c in chunks {
-            s.push(Bytes::copy_from_slice(c), &mut out);
+            s.push(Bytes::copy_from_slice(c), &mut out)
+                .expect("within the limit");
         }
         (
             out.into_iter().map(SseEvent::into_raw).collect(),
@@ -233,6 +310,64 @@ mod tests {
         let (ev, rest) = split_all(&[b"data: a\n\ndata: {\"partial"]);
         assert_eq!(ev, ["data: a\n\n"]);
         assert_eq!(rest.as_deref(), Some(&b"data: {\"partial"[..]));
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_refused_whole_or_in_pieces() {
+        let mut s = SseSplitter::with_limit(16);
+        let mut out = Vec::new();
+        s.push(Bytes::from_static(b"data: ok\n\n"), &mut out)
+            .expect("small");
+        assert_eq!(out.len(), 1);
+        // Arriving in pieces: refused as soon as the held part passes the limit.
+        s.push(Bytes::from_static(b"data: 0123"), &mut out)
+            .expect("not yet");
+        assert_eq!(
+            s.push(Bytes::from_static(b"456789a"), &mut out),
+            Err(EventTooLarge { limit: 16 })
+        );
+        assert_eq!(s.finish(), None, "the held bytes were dropped");
+        // Arriving whole in one chunk, after a good one.
+        let mut s = SseSplitter::with_limit(16);
+        let mut out = Vec::new();
+        assert!(s
+            .push(
+                Bytes::from_static(b"data: a\n\ndata: 0123456789abcdef\n\n"),
+                &mut out
+            )
+            .is_err());
+        assert_eq!(out.len(), 1);
+        // An endless event is held to the limit plus one chunk, never more.
+        let mut s = SseSplitter::with_limit(1 << 20);
+        let mut out = Vec::new();
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut pushed = 0usize;
+        let refused = loop {
+            pushed += chunk.len();
+            if s.push(chunk.clone(), &mut out).is_err() {
+                break pushed;
+            }
+        };
+        assert!(refused <= (1 << 20) + chunk.len(), "{refused}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_long_event_in_tiny_chunks_is_scanned_once() {
+        // 2 MiB one byte at a time: quadratic rescanning would take minutes.
+        let mut event = b"data: ".to_vec();
+        event.extend(std::iter::repeat_n(b'y', 2 << 20));
+        event.extend_from_slice(b"\r\n\r\n");
+        let mut s = SseSplitter::new();
+        let mut out = Vec::new();
+        let started = std::time::Instant::now();
+        for b in &event {
+            s.push(Bytes::copy_from_slice(&[*b]), &mut out)
+                .expect("within the limit");
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].raw().len(), event.len());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -95,16 +95,36 @@ impl Gateway {
     }
 
     /// Answers one HTTP request. Never fails: every error becomes an OpenAI-shaped response.
+    ///
+    /// The body is read under `server.body_read_timeout` and `server.body_gap_timeout`. An
+    /// answer given before the body was read (a 401, 404, 405, 413 from the head) would leave
+    /// the body in an HTTP/1.1 socket, where the next request would be read from its middle:
+    /// what is left is read away within a bound, or the answer carries `Connection: close`,
+    /// so a keep-alive client never sends its next request into a connection about to close.
     pub async fn handle<B>(&self, req: http::Request<B>) -> Response<Body>
     where
-        B: http_body::Body<Data = Bytes> + Send,
+        B: http_body::Body<Data = Bytes> + Send + Unpin,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = request_id::from_headers(req.headers());
+        let http1 = req.version() < http::Version::HTTP_2;
+        let expects_continue = crate::intake::expects_continue(req.headers());
+        let limits = {
+            let runtime = self.runtime();
+            let server = &runtime.config.server;
+            crate::intake::BodyLimits::new(
+                std::time::Duration::from_secs(server.body_read_timeout),
+                std::time::Duration::from_secs(server.body_gap_timeout),
+            )
+        };
+        let (back, mut unread) = tokio::sync::oneshot::channel();
+        let req = req.map(|body| crate::intake::TimedBody::new(body, limits, back));
         let mut resp = match self.route(req, &request_id).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };
+        // The request, and with it any unread body, was dropped inside `route`.
+        crate::intake::settle_unread(&mut unread, http1, expects_continue, &mut resp).await;
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(request_id::HEADER, v);
         }

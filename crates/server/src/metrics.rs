@@ -279,10 +279,31 @@ impl Metrics {
             None,
             text("1 while the limits store (state.store) answers, 0 while it cannot be reached."),
         );
+        r.describe_gauge(
+            "tollgate_connections".into(),
+            None,
+            text("Client connections: open (accepted, not yet closed) and active (with a request in flight)."),
+        );
+        r.describe_counter(
+            "tollgate_connections_closed_total".into(),
+            None,
+            text("Client connections closed, by reason: client, idle, header_timeout, body_timeout, unread_body, ping_timeout, shutdown, error, over_capacity (refused with 503)."),
+        );
+        r.describe_counter(
+            "tollgate_accept_errors_total".into(),
+            None,
+            text("Failed accepts of new connections (out of file descriptors and the like); each backs off."),
+        );
+        r.describe_counter(
+            "tollgate_log_lines_dropped_total".into(),
+            None,
+            text("Log lines dropped because the log writer fell behind (logging never blocks serving)."),
+        );
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.refresh_process_wide();
         self.handle.render()
     }
 
@@ -504,7 +525,56 @@ impl Metrics {
     pub fn store_up(&self, up: bool) {
         self.store_up.set(if up { 1.0 } else { 0.0 });
     }
+
+    /// The `tollgate_connections{state}` gauge of one state (`open`, `active`); the caller
+    /// keeps the handle, so a connection pays no registry lookup.
+    pub fn connections(&self, state: &'static str) -> Gauge {
+        self.recorder.register_gauge(
+            &Key::from_parts("tollgate_connections", vec![Label::new("state", state)]),
+            &META,
+        )
+    }
+
+    /// The `tollgate_connections_closed_total{reason}` counter of one reason.
+    pub fn connections_closed(&self, reason: &'static str) -> Counter {
+        self.recorder.register_counter(
+            &Key::from_parts(
+                "tollgate_connections_closed_total",
+                vec![Label::new("reason", reason)],
+            ),
+            &META,
+        )
+    }
+
+    /// `tollgate_accept_errors_total`: failed `accept(2)` calls (out of file descriptors …).
+    pub fn accept_errors(&self) -> Counter {
+        self.recorder.register_counter(
+            &Key::from_static_name("tollgate_accept_errors_total"),
+            &META,
+        )
+    }
+
+    /// Counts log lines dropped because the log writer fell behind. Logging is process-wide
+    /// and metrics are per gateway, so the count lives in a process-wide atomic that every
+    /// gateway's `/metrics` shows.
+    pub fn log_lines_dropped(n: u64) {
+        LOG_LINES_DROPPED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Copies process-wide counts into this gateway's recorder, before rendering.
+    fn refresh_process_wide(&self) {
+        let dropped = LOG_LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed);
+        self.recorder
+            .register_counter(
+                &Key::from_static_name("tollgate_log_lines_dropped_total"),
+                &META,
+            )
+            .absolute(dropped);
+    }
 }
+
+/// Log lines dropped since the process started (see [`Metrics::log_lines_dropped`]).
+static LOG_LINES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -231,6 +231,60 @@ mod tests {
     }
 
     #[test]
+    fn backoff_is_jittered_not_constant() {
+        let s = Backoff {
+            initial_ms: 100,
+            max_ms: 10_000,
+        };
+        // Retry 3: base 400 ms, drawn from [200, 400]. A constant delay (jitter lost) gives
+        // one value; spread means clients retrying together do not stay in step.
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| backoff(s, 3, None).expect("wait"))
+            .collect();
+        let min = waits.iter().min().copied().unwrap_or_default();
+        let max = waits.iter().max().copied().unwrap_or_default();
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct waits", distinct.len());
+        assert!(
+            max - min >= Duration::from_millis(150),
+            "spread {:?}..{:?}",
+            min,
+            max
+        );
+        // Both halves of the range are used.
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(250)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(350)));
+    }
+
+    #[test]
+    fn backoff_takes_any_retry_number_and_wait_without_panicking() {
+        let s = Backoff {
+            initial_ms: u64::MAX / 2,
+            max_ms: u64::MAX,
+        };
+        for n in [0, 1, 31, 64, u32::MAX] {
+            assert!(backoff(s, n, None).is_some());
+            // Longer than max_ms (u64::MAX ms): the next target; shorter: honoured.
+            assert_eq!(backoff(s, n, Some(Duration::MAX)), None);
+            let long = Duration::from_secs(u64::MAX / 2000);
+            assert!(backoff(s, n, Some(long)).is_some_and(|w| w >= long));
+        }
+        let s = Backoff {
+            initial_ms: 1,
+            max_ms: 1000,
+        };
+        assert_eq!(
+            backoff(s, 1, Some(Duration::MAX)),
+            None,
+            "next target instead"
+        );
+        assert_eq!(
+            backoff(s, u32::MAX, Some(Duration::ZERO)).map(|d| d <= Duration::from_secs(1)),
+            Some(true)
+        );
+    }
+
+    #[test]
     fn context_overflow_wordings() {
         let b = body(r#"{"max_tokens":8000}"#);
         let openai = upstream(400, "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (1000 in the messages, 8000 in the completion). Please reduce the length of the messages or completion.");

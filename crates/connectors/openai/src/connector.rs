@@ -99,7 +99,8 @@ pub struct OpenAiCompatible {
     default_headers: HeaderMap,
     /// Shared with the background health check.
     upstream: Arc<Upstream>,
-    /// The config's `models`: when set, the catalogue, and discovery is not asked.
+    /// The config's `models`: the catalogue when discovery is impossible (the type does not
+    /// allow it, e.g. no key) or has not succeeded (SPEC §5).
     static_models: Vec<String>,
     catalogue: Arc<Catalogue>,
     health: Arc<Health>,
@@ -220,9 +221,10 @@ impl OpenAiCompatible {
         self.upstream.key.is_some()
     }
 
-    /// Whether the catalogue comes from `GET /models` (no static `models`, and the type allows).
+    /// Whether the catalogue is asked of `GET /models` (the type allows it; NIM and
+    /// OpenRouter only with a key). Static `models` do not stop it: they are the fallback.
     fn discovers(&self) -> bool {
-        self.static_models.is_empty() && self.hooks.may_discover(self.has_key())
+        self.hooks.may_discover(self.has_key())
     }
 
     /// Starts the health check on the first request: in the background, so no request waits
@@ -268,13 +270,41 @@ fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// `retry-after` (seconds) or `retry-after-ms`, when the upstream sent one.
+/// The longest wait read from an upstream's `retry-after`; longer ones count as this. Dispatch
+/// moves to the next target rather than wait past `backoff.max_ms` anyway, and the client's
+/// own `retry-after` must stay a sane number.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `retry-after-ms` (OpenAI's, milliseconds) or `retry-after` (seconds, or an HTTP-date as
+/// RFC 9110 allows), when the upstream sent a usable one. Fractions are read (some servers
+/// send `1.5`); negative, `NaN` and `inf` values are ignored; huge ones are capped.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
-    if let Some(ms) = read("retry-after-ms") {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let text = |name: &str| Some(headers.get(name)?.to_str().ok()?.trim());
+    if let Some(wait) = text("retry-after-ms").and_then(|t| seconds(t, 1000.0)) {
+        return Some(wait);
     }
-    read("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0)))
+    let value = text("retry-after")?;
+    seconds(value, 1.0).or_else(|| {
+        let at = httpdate::parse_http_date(value).ok()?;
+        // A date already past means "now".
+        let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+        Some(wait.min(MAX_RETRY_AFTER))
+    })
+}
+
+/// A number of seconds (`per_second` units each), without panicking on any input:
+/// `Duration::from_secs_f64` panics on negative, non-finite and overflowing values.
+fn seconds(text: &str, per_second: f64) -> Option<Duration> {
+    let n: f64 = text.parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    let wait = Duration::try_from_secs_f64(n / per_second).unwrap_or(MAX_RETRY_AFTER);
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[async_trait]
@@ -381,7 +411,13 @@ impl Connector for OpenAiCompatible {
         if !self.discovers() {
             return Ok(self.static_models.clone());
         }
-        Ok(self.catalogue.get(&self.upstream, &self.health).await)
+        // Discovered (even an older list kept after a failed refresh) beats static; static
+        // stands in while discovery has never succeeded.
+        Ok(self
+            .catalogue
+            .get(&self.upstream, &self.health)
+            .await
+            .unwrap_or_else(|| self.static_models.clone()))
     }
 
     fn unusable_reason(&self) -> Option<String> {
@@ -420,7 +456,65 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after", HeaderValue::from_static("2"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after", HeaderValue::from_static(" 1.5 "));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    }
+
+    fn wait_for(name: &'static str, value: &'static str) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        retry_after(&h)
+    }
+
+    #[test]
+    fn retry_after_never_panics_on_odd_values() {
+        for name in ["retry-after", "retry-after-ms"] {
+            assert_eq!(wait_for(name, "1e30"), Some(MAX_RETRY_AFTER), "{name}");
+            assert_eq!(
+                wait_for(name, "99999999999999999999999"),
+                Some(MAX_RETRY_AFTER)
+            );
+            for ignored in ["-1", "inf", "-inf", "NaN", "infinity", "soon", "", "1 2"] {
+                assert_eq!(wait_for(name, ignored), None, "{name}: {ignored:?}");
+            }
+        }
+        assert_eq!(wait_for("retry-after", "-0"), Some(Duration::ZERO));
+        // A bad retry-after-ms leaves retry-after to decide.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("NaN"));
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_honours_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let mut h = HeaderMap::new();
+        // 30 s after `now`, in each of the three formats RFC 9110 accepts.
+        for date in [
+            "Wed, 21 Oct 2015 07:28:30 GMT",
+            "Wednesday, 21-Oct-15 07:28:30 GMT",
+            "Wed Oct 21 07:28:30 2015",
+        ] {
+            h.insert("retry-after", HeaderValue::from_static(date));
+            assert_eq!(
+                retry_after_at(&h, now),
+                Some(Duration::from_secs(30)),
+                "{date}"
+            );
+        }
+        // Past: no wait. Far future: capped.
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Tue, 20 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after_at(&h, now), Some(Duration::ZERO));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+        assert_eq!(retry_after_at(&h, now), Some(MAX_RETRY_AFTER));
     }
 }

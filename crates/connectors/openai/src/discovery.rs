@@ -41,19 +41,20 @@ impl Catalogue {
     }
 
     /// The catalogue, fetched through `upstream` when the cached one is older than `refresh`.
-    /// A failed fetch is logged and answered with the last list (or none).
-    pub async fn get(&self, upstream: &Upstream, health: &Health) -> Vec<String> {
+    /// A failed fetch is logged and answered with the last list; `None` while no fetch has
+    /// ever succeeded (the caller then falls back to the static `models`).
+    pub async fn get(&self, upstream: &Upstream, health: &Health) -> Option<Vec<String>> {
         let mut state = self.state.lock().await;
         if let (Some(models), Some(at)) = (&state.models, state.fetched) {
             if at.elapsed() < self.refresh {
-                return models.clone();
+                return Some(models.clone());
             }
         }
         if state
             .failed
             .is_some_and(|at| at.elapsed() < self.refresh.min(RETRY_AFTER_FAILURE))
         {
-            return state.models.clone().unwrap_or_default();
+            return state.models.clone();
         }
         match upstream.fetch_models().await {
             Ok(models) => {
@@ -61,12 +62,12 @@ impl Catalogue {
                 state.failed = None;
                 state.fetched = Some(Instant::now());
                 state.models = Some(models.clone());
-                models
+                Some(models)
             }
             Err(e) => {
                 tracing::warn!(backend = %upstream.name, error = %e, "model discovery failed");
                 state.failed = Some(Instant::now());
-                state.models.clone().unwrap_or_default()
+                state.models.clone()
             }
         }
     }

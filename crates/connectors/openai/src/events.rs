@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use http_body::Body as _;
 use hyper::body::Incoming;
-use tollgate_core::{EventStream, GatewayError, Secret, SseEvent, SseSplitter};
+use tollgate_core::{EventStream, EventTooLarge, GatewayError, Secret, SseEvent, SseSplitter};
 
 use crate::connector::Hooks;
 use crate::errors::{early_stream_error, is_error_frame};
@@ -49,6 +49,7 @@ pub fn event_stream(
         scratch: Vec::new(),
         data_seen: false,
         ended: false,
+        too_large: None,
     })
 }
 
@@ -68,6 +69,8 @@ struct Events {
     /// Whether an event with data went out (comments do not count).
     data_seen: bool,
     ended: bool,
+    /// The splitter refused an event: reported once the events before it went out.
+    too_large: Option<EventTooLarge>,
 }
 
 impl Events {
@@ -85,6 +88,7 @@ impl Events {
         }
         self.ended = true;
         self.ready.clear();
+        self.too_large = None;
         if self.data_seen {
             return Ok(event);
         }
@@ -108,6 +112,12 @@ impl Stream for Events {
                     None => continue,
                 }
             }
+            if let Some(e) = this.too_large.take() {
+                return Poll::Ready(Some(Err(GatewayError::UpstreamFailed(format!(
+                    "backend `{}` sent a stream event longer than {} bytes",
+                    this.backend, e.limit
+                )))));
+            }
             if this.ended {
                 return Poll::Ready(None);
             }
@@ -115,8 +125,14 @@ impl Stream for Events {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        this.splitter.push(data, &mut this.scratch);
+                        let pushed = this.splitter.push(data, &mut this.scratch);
                         this.ready.extend(this.scratch.drain(..));
+                        if let Err(e) = pushed {
+                            // The events before the oversized one still go out, then the
+                            // error: the relay ends the stream with an error event.
+                            this.ended = true;
+                            this.too_large = Some(e);
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT};
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tollgate_core::{GatewayError, Secret};
 
 use crate::client::HttpClient;
@@ -94,16 +94,27 @@ impl Upstream {
         }
     }
 
-    /// Reads a whole body, bounded in size and by `deadline`.
-    pub async fn read_body(
+    /// Reads a whole body, bounded in size and by `deadline`. Over `limit` bytes it is a
+    /// 502: tollgate would otherwise hold whatever an upstream chose to send.
+    pub async fn read_body<B>(
         &self,
-        body: hyper::body::Incoming,
+        body: B,
         limit: usize,
         deadline: Instant,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<Bytes, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(GatewayError::UpstreamFailed(format!(
+                    "backend `{}` answered with a body over {limit} bytes",
+                    self.name
+                )))
+            }
             Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
                 "backend `{}`: reading the response failed: {e}",
                 self.name
@@ -176,6 +187,42 @@ fn parse_model_list(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream {
+            name: Arc::from("up"),
+            base: "http://127.0.0.1:9/v1".into(),
+            uris: Vec::new(),
+            key: None,
+            headers: HeaderMap::new(),
+            client: crate::client::build_client(
+                crate::client::Protocol::Http1Only,
+                Duration::from_secs(1),
+            ),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_over_its_cap_is_a_502() {
+        let up = upstream();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let body = Full::new(Bytes::from(vec![b'x'; 2048]));
+        let e = up
+            .read_body(body, 1024, deadline)
+            .await
+            .expect_err("over the cap");
+        assert_eq!(e.status().as_u16(), 502);
+        assert!(e.to_string().contains("over 1024 bytes"), "{e}");
+        let body = Full::new(Bytes::from(vec![b'x'; 1024]));
+        assert_eq!(
+            up.read_body(body, 1024, deadline)
+                .await
+                .map(|b| b.len())
+                .ok(),
+            Some(1024)
+        );
+    }
 
     #[test]
     fn model_lists_keep_ids_in_order() {

@@ -87,8 +87,9 @@ async fn discovery_is_cached_and_refreshed() {
     assert_eq!(sent.header("authorization"), Some("Bearer sk-test-key"));
 }
 
+/// SPEC §5: discovery first; the static `models` only when discovery is impossible or fails.
 #[tokio::test]
-async fn static_models_win_and_skip_discovery() {
+async fn discovery_comes_first_and_static_models_are_the_fallback() {
     let up = FakeUpstream::start_with(Options {
         models: vec!["discovered".into()],
         ..Default::default()
@@ -97,8 +98,39 @@ async fn static_models_win_and_skip_discovery() {
     let mut config = backend(&up.url());
     config.models = vec!["pinned".into()];
     let c = connector(&config, &OPENAI, 300);
+    assert_eq!(c.list_models().await.expect("list"), ["discovered"]);
+    assert_eq!(up.model_lists(), 1);
+
+    // Discovery failing before it ever succeeded: the static list stands in.
+    let failing = FakeUpstream::start().await;
+    failing.set_models_answer(Some(Answer::error(500, "down", "unavailable")));
+    let mut config = backend(&failing.url());
+    config.models = vec!["pinned".into()];
+    let c = connector(&config, &OPENAI, 300);
     assert_eq!(c.list_models().await.expect("list"), ["pinned"]);
-    assert_eq!(up.model_lists(), 0);
+    assert_eq!(failing.model_lists(), 1, "discovery was asked");
+
+    // Discovery impossible (a type that needs a key, and none): static, nothing asked.
+    struct KeyNeeded;
+    impl tollgate_openai::Hooks for KeyNeeded {
+        fn may_discover(&self, has_key: bool) -> bool {
+            has_key
+        }
+    }
+    let quiet = FakeUpstream::start().await;
+    let mut config = backend(&quiet.url());
+    config.api_key = None;
+    config.models = vec!["pinned".into()];
+    let env = Env::from_map(HashMap::new());
+    let ctx = BuildContext {
+        name: "up",
+        config: &config,
+        env: &env,
+    };
+    let c = OpenAiCompatible::build(&ctx, &OPENAI, CommonOptions::default(), Arc::new(KeyNeeded))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(c.list_models().await.expect("list"), ["pinned"]);
+    assert_eq!(quiet.model_lists(), 0);
 }
 
 #[tokio::test]
