@@ -154,11 +154,12 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             let after = next.config.clone();
             gateway.swap(next);
             let (b, a) = (&before.server, &after.server);
-            if (&b.host, b.port, b.shutdown_grace) != (&a.host, a.port, a.shutdown_grace)
+            if (&b.host, b.port, b.shutdown_grace, b.backlog)
+                != (&a.host, a.port, a.shutdown_grace, a.backlog)
                 || before.logging != after.logging
             {
                 tracing::warn!(
-                    "server.host, server.port, server.shutdown_grace and logging.* changes take effect after a restart"
+                    "server.host, server.port, server.shutdown_grace, server.backlog and logging.* changes take effect after a restart"
                 );
             }
             tracing::info!(
