@@ -19,7 +19,7 @@ use crate::events::event_stream;
 use crate::upstream::Upstream;
 
 /// Largest non-streaming upstream body tollgate holds (embeddings of big batches included).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// `models_refresh` when the config gives none: seconds a discovered catalogue is reused.
 pub const DEFAULT_MODELS_REFRESH: u64 = 300;
@@ -252,7 +252,7 @@ impl OpenAiCompatible {
 }
 
 /// Keeps the allow-listed upstream headers.
-fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
+pub fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in upstream {
         let n = name.as_str();
@@ -269,7 +269,7 @@ fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
 }
 
 /// `retry-after` (seconds) or `retry-after-ms`, when the upstream sent one.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
     if let Some(ms) = read("retry-after-ms") {
         return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
