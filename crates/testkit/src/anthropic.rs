@@ -277,13 +277,6 @@ fn check_conversation(messages: &[Value]) -> Result<(), String> {
         let Some(m) = m.as_object() else {
             return Err(format!("messages.{i}: Input should be a valid dictionary"));
         };
-        for key in m.keys() {
-            if key != "role" && key != "content" {
-                return Err(format!(
-                    "messages.{i}.{key}: Extra inputs are not permitted"
-                ));
-            }
-        }
         let role = match m.get("role").and_then(Value::as_str) {
             Some(r @ ("user" | "assistant" | "system")) => r,
             Some(_) => {
@@ -293,6 +286,16 @@ fn check_conversation(messages: &[Value]) -> Result<(), String> {
             }
             None => return Err(format!("messages.{i}.role: Field required")),
         };
+        for key in m.keys() {
+            // A mid-conversation system message may carry a per-turn `output_config` (Claude
+            // Code sends one with its `per-turn-control` beta).
+            let per_turn = role == "system" && key == "output_config";
+            if key != "role" && key != "content" && !per_turn {
+                return Err(format!(
+                    "messages.{i}.{key}: Extra inputs are not permitted"
+                ));
+            }
+        }
         let blocks = content_blocks(m.get("content"), i)?;
         for (j, b) in blocks.iter().enumerate() {
             check_block(b, role, &format!("messages.{i}.content.{j}"))?;

@@ -578,3 +578,58 @@ proptest! {
         prop_assert!(acc.done);
     }
 }
+
+/// The translator's cost per upstream event and a large request's translation, measured in a
+/// release build: `cargo test --release -p tollgate-translate --test to_messages_stream --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn measure() {
+    use std::time::Instant;
+    let delta = fake::event(
+        "content_block_delta",
+        &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello, this is a token or two "}}),
+    );
+    let data = data_of(&delta).as_bytes().to_vec();
+    let start = fake::text_events(&[]);
+    let mut t = MessagesToChat::new(ctx(false));
+    let mut out = BytesMut::with_capacity(1 << 20);
+    for e in &start[..2] {
+        t.event(data_of(e).as_bytes(), &mut out);
+    }
+    let n = 200_000;
+    let began = Instant::now();
+    for _ in 0..n {
+        t.event(&data, &mut out);
+        if out.len() > 1 << 20 {
+            out.clear();
+        }
+    }
+    let per_event = began.elapsed().as_nanos() / n as u128;
+    println!("text delta event → chat chunk: {per_event} ns per event");
+
+    let turn = json!([
+        {"role": "user", "content": "x".repeat(2000)},
+        {"role": "assistant", "content": "y".repeat(500), "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"path\":\"src/main.rs\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "z".repeat(2000)}
+    ]);
+    let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
+    for _ in 0..25 {
+        messages.extend(turn.as_array().into_iter().flatten().cloned());
+    }
+    messages.push(json!({"role": "user", "content": "and now?"}));
+    let body = json!({"model": "m", "messages": messages, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}], "stream": true});
+    let text = body.to_string();
+    let parsed = tollgate_core::JsonObject::parse(text.as_bytes()).expect("json");
+    let rounds = 2_000;
+    let began = Instant::now();
+    for _ in 0..rounds {
+        let out = tollgate_translate::to_messages::from_chat(&parsed).expect("translated");
+        std::hint::black_box(out.to_bytes());
+    }
+    let per = began.elapsed().as_micros() / rounds as u128;
+    println!(
+        "from_chat of a {} KB, 77-message chat body: {per} µs",
+        text.len() / 1024
+    );
+}

@@ -630,3 +630,47 @@ async fn the_type_registers_with_its_defaults_and_checks_its_options() {
         ]
     );
 }
+
+/// Claude Code's recorded turns (`tests/fixtures/clients/`), as the Messages door passes them
+/// on: the strict fake accepts them, and they arrive as sent but for the model.
+#[tokio::test]
+async fn claude_codes_recorded_turns_pass_through_to_a_strict_anthropic() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../tests/fixtures/clients/claude-code-2.1.330-tool-turn.json"
+    );
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    let up = fake::start(&[]).await;
+    let c = connector(&backend(&up.url()));
+    let requests = fixture["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 2);
+    for recorded in requests {
+        let body = recorded["body"].to_string();
+        let model = recorded["body"]["model"].as_str().expect("model");
+        let headers: Vec<(&str, &str)> = ["anthropic-version", "anthropic-beta"]
+            .iter()
+            .filter_map(|h| Some((*h, recorded["headers"][*h].as_str()?)))
+            .collect();
+        assert_eq!(headers.len(), 2);
+        up.push(fake::text_stream(&["ok"]));
+        let reply = c
+            .send(messages(&body, true, &headers))
+            .await
+            .unwrap_or_else(|e| panic!("refused: {}", String::from_utf8_lossy(&e.body())));
+        assert!(events(reply).await.iter().all(Result::is_ok));
+        let sent = up.last_call();
+        assert_eq!(
+            std::str::from_utf8(&sent.body).expect("utf8"),
+            body.replacen(
+                &format!("\"model\":\"{model}\""),
+                "\"model\":\"claude-target-1\"",
+                1
+            )
+        );
+        assert_eq!(
+            sent.header("anthropic-beta"),
+            recorded["headers"]["anthropic-beta"].as_str()
+        );
+    }
+}
