@@ -6,9 +6,11 @@
 //! The mapping, field by field, is in `docs/connectors/anthropic.md`.
 
 mod error;
+mod messages;
 mod reply;
 mod request;
 mod stream;
+mod tools;
 mod wire;
 
 pub use error::{event_error, openai_error, status_of};
