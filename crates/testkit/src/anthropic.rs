@@ -73,10 +73,12 @@ pub fn options(models: &[&str]) -> Options {
     }
 }
 
-/// Starts a strict Anthropic listing `models`. Its [`FakeUpstream::url`] ends in `/v1`; the
-/// root without it works as well.
+/// Starts a strict Anthropic listing `models`, answering a short message once its script is
+/// used up. Its [`FakeUpstream::url`] ends in `/v1`; the root without it works as well.
 pub async fn start(models: &[&str]) -> FakeUpstream {
-    FakeUpstream::start_with(options(models)).await
+    let fake = FakeUpstream::start_with(options(models)).await;
+    fake.set_default(message("Hello from the fake Anthropic."));
+    fake
 }
 
 /// The checks Anthropic makes before a model sees the request.
