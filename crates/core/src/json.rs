@@ -19,6 +19,10 @@ use serde_json::value::RawValue;
 #[derive(Default, Clone)]
 pub struct JsonObject {
     fields: Vec<(Bytes, Bytes)>,
+    /// The exact body the object was parsed from, while no edit changed it: `to_bytes` then
+    /// gives the client's bytes back (white space and key order included), so a request a
+    /// backend takes untouched reaches it byte for byte.
+    source: Option<Bytes>,
 }
 
 /// Bodies with this many fields find duplicate keys through a hash index.
@@ -175,7 +179,11 @@ impl JsonObject {
         let base = bytes.as_ptr() as usize;
         let mut object = JsonObject {
             fields: Vec::with_capacity(fields.0.len()),
+            source: Some(bytes.clone()),
         };
+        // A duplicated key is read last-wins here; other parsers may differ, so such a body is
+        // never passed on as sent.
+        let mut duplicated = false;
         // Where each key sits, for finding duplicates in one pass: a scan per key would make
         // a body of n keys cost n² (100k keys within max_body_bytes: minutes). Small bodies,
         // the usual case, compare in place instead of hashing.
@@ -196,7 +204,10 @@ impl JsonObject {
             let fields = &mut object.fields;
             if fields.len() < INDEX_FROM && index.is_none() {
                 match fields.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, v)) => *v = value,
+                    Some((_, v)) => {
+                        *v = value;
+                        duplicated = true;
+                    }
                     None => fields.push((key, value)),
                 }
                 continue;
@@ -209,12 +220,18 @@ impl JsonObject {
                 map
             });
             match index.get(&key) {
-                Some(&at) => fields[at].1 = value,
+                Some(&at) => {
+                    fields[at].1 = value;
+                    duplicated = true;
+                }
                 None => {
                     index.insert(key.clone(), fields.len());
                     fields.push((key, value));
                 }
             }
+        }
+        if duplicated {
+            object.source = None;
         }
         Ok(object)
     }
@@ -227,10 +244,17 @@ impl JsonObject {
 
     fn set(&mut self, key: &str, value: Bytes) {
         match self.position(key) {
-            Some(at) => self.fields[at].1 = value,
-            None => self
-                .fields
-                .push((Bytes::copy_from_slice(key.as_bytes()), value)),
+            // The same value again (a model name set to what it was) changes nothing.
+            Some(at) if self.fields[at].1 == value => {}
+            Some(at) => {
+                self.fields[at].1 = value;
+                self.source = None;
+            }
+            None => {
+                self.fields
+                    .push((Bytes::copy_from_slice(key.as_bytes()), value));
+                self.source = None;
+            }
         }
     }
 
@@ -277,6 +301,7 @@ impl JsonObject {
     /// Removes `key`, returning its raw JSON text.
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         let at = self.position(key)?;
+        self.source = None;
         Some(self.fields.remove(at).1)
     }
 
@@ -286,12 +311,17 @@ impl JsonObject {
             self.remove(from);
         } else if let Some(at) = self.position(from) {
             self.fields[at].0 = Bytes::copy_from_slice(to.as_bytes());
+            self.source = None;
         }
     }
 
     /// Keeps only the fields for which `keep` answers true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let before = self.fields.len();
         self.fields.retain(|(k, _)| keep(key_str(k)));
+        if self.fields.len() != before {
+            self.source = None;
+        }
     }
 
     /// The field names, in order.
@@ -301,6 +331,9 @@ impl JsonObject {
 
     /// Writes the object back as compact JSON.
     pub fn to_bytes(&self) -> Bytes {
+        if let Some(source) = &self.source {
+            return source.clone();
+        }
         let len: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = BytesMut::with_capacity(len + 2);
         out.extend_from_slice(b"{");
@@ -344,9 +377,27 @@ mod tests {
     }
 
     #[test]
-    fn whitespace_between_fields_is_dropped_values_kept() {
-        let obj = JsonObject::parse(b" {\n \"a\" : [1, 2] ,\"b\":\"x y\"}").expect("parses");
-        assert_eq!(&obj.to_bytes()[..], br#"{"a":[1, 2],"b":"x y"}"#);
+    fn an_unchanged_body_is_written_as_sent_an_edited_one_compactly() {
+        let body = b" {\n \"a\" : [1, 2] ,\"b\":\"x y\"}";
+        let mut obj = JsonObject::parse(body).expect("parses");
+        assert_eq!(&obj.to_bytes()[..], &body[..], "untouched: byte for byte");
+        // Setting a value to what it was is no edit.
+        obj.insert("b", "x y");
+        assert_eq!(&obj.to_bytes()[..], &body[..]);
+        obj.insert("b", "z");
+        assert_eq!(&obj.to_bytes()[..], br#"{"a":[1, 2],"b":"z"}"#);
+        // A duplicated key is never passed on as sent.
+        let dup = JsonObject::parse(br#"{"a": 1, "a": 2}"#).expect("parses");
+        assert_eq!(&dup.to_bytes()[..], br#"{"a":2}"#);
+        let mut kept = JsonObject::parse(br#"{"a": 1}"#).expect("parses");
+        kept.retain(|_| true);
+        assert_eq!(
+            &kept.to_bytes()[..],
+            br#"{"a": 1}"#,
+            "retaining everything is no edit"
+        );
+        kept.remove("a");
+        assert_eq!(&kept.to_bytes()[..], b"{}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::events::event_stream;
 use crate::upstream::Upstream;
 
 /// Largest non-streaming upstream body tollgate holds (embeddings of big batches included).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// `models_refresh` when the config gives none: seconds a discovered catalogue is reused.
 pub const DEFAULT_MODELS_REFRESH: u64 = 300;
@@ -254,7 +254,7 @@ impl OpenAiCompatible {
 }
 
 /// Keeps the allow-listed upstream headers.
-fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
+pub fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in upstream {
         let n = name.as_str();
@@ -278,7 +278,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// `retry-after-ms` (OpenAI's, milliseconds) or `retry-after` (seconds, or an HTTP-date as
 /// RFC 9110 allows), when the upstream sent a usable one. Fractions are read (some servers
 /// send `1.5`); negative, `NaN` and `inf` values are ignored; huge ones are capped.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     retry_after_at(headers, std::time::SystemTime::now())
 }
 

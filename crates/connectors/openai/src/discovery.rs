@@ -82,7 +82,7 @@ impl Catalogue {
 }
 
 /// The first-use health check's state.
-pub(crate) struct Health {
+pub struct Health {
     /// `health_check` from the config (or the connector type's default).
     enabled: bool,
     /// Set by the first request; the check runs once per connector.

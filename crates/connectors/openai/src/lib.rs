@@ -14,9 +14,13 @@ use tollgate_core::{BuildContext, Connector, Problem, Registry};
 
 pub use client::{build_client, HttpClient, Protocol};
 pub use connector::{
-    CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings, DEFAULT_MODELS_REFRESH,
+    passed_headers, retry_after, CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings,
+    DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,
 };
+pub use discovery::Health;
 pub use errors::upstream_error;
+pub use events::event_stream;
+pub use upstream::Upstream;
 
 /// The `openai` type's fixed settings.
 pub const OPENAI: Settings = Settings {

@@ -17,7 +17,7 @@ use crate::errors::{describe_transport_error, upstream_error};
 /// Largest model list read from `GET /models` (OpenRouter's runs to a few hundred kB).
 const MAX_MODELS_BYTES: usize = 16 * 1024 * 1024;
 
-pub(crate) struct Upstream {
+pub struct Upstream {
     /// The backend instance name, for messages.
     pub name: Arc<str>,
     /// `api_url` without a trailing `/`.
