@@ -9,5 +9,6 @@ pub fn registry() -> Registry {
     tollgate_openai::register(&mut registry);
     tollgate_nvidia::register(&mut registry);
     tollgate_openrouter::register(&mut registry);
+    tollgate_anthropic::register(&mut registry);
     registry
 }

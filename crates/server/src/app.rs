@@ -346,12 +346,7 @@ impl Gateway {
         }
 
         let settings = runtime.relay.clone();
-        // Only the translating doors need the client's request again, for the answer.
-        let reply_body = match door {
-            Protocol::Chat => JsonObject::default(),
-            _ => request.body.clone(),
-        };
-        let reply = Reply::new(endpoint, reply_body, request_id, request.model.clone());
+        let reply = Reply::new(endpoint, &request.body, request_id, request.model.clone());
         // Dispatch keeps to the request's deadline itself, so a timeout still names the
         // target it was waiting on.
         let deadline = tokio::time::Instant::from_std(outcome.started) + settings.request_timeout;

@@ -14,7 +14,7 @@ use tollgate_core::{
     ClientRequest, Endpoint, EventStream, GatewayError, JsonObject, Protocol, ReplyBody, Request,
     SseEvent, Target,
 };
-use tollgate_translate::{anthropic, responses};
+use tollgate_translate::{anthropic, responses, to_messages, ChatTarget};
 
 use crate::breaker::Permit;
 use crate::limits::Skipped;
@@ -407,6 +407,18 @@ fn plan(
                 let chat = responses::to_chat(&request.body, &backend.chat_target(model))
                     .map_err(crate::door::invalid)?;
                 (Endpoint::ChatCompletions, Protocol::Chat, chat)
+            }
+            // A backend that speaks only Messages (Anthropic).
+            Endpoint::ChatCompletions if connector.speaks(Protocol::Messages) => {
+                let messages =
+                    to_messages::from_chat(&request.body).map_err(crate::door::invalid)?;
+                (Endpoint::Messages, Protocol::Messages, messages)
+            }
+            Endpoint::Responses if connector.speaks(Protocol::Messages) => {
+                let chat = responses::to_chat(&request.body, &ChatTarget::default())
+                    .map_err(crate::door::invalid)?;
+                let messages = to_messages::from_chat(&chat).map_err(crate::door::invalid)?;
+                (Endpoint::Messages, Protocol::Messages, messages)
             }
             other => {
                 return Err(GatewayError::invalid(format!(

@@ -9,7 +9,8 @@
 use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
-use tollgate_core::{Endpoint, GatewayError, JsonObject, Protocol};
+use tollgate_core::{Endpoint, GatewayError, JsonObject, Protocol, SseSplitter};
+use tollgate_translate::to_messages::{self, ChatReplyContext, MessagesToChat};
 use tollgate_translate::{anthropic, responses, Failure, StreamTranslator};
 
 use crate::app::json_response;
@@ -102,24 +103,38 @@ fn upstream_message(body: &[u8]) -> String {
 /// to give the answer. Contexts are built only when a translation is needed.
 pub struct Reply {
     door: Protocol,
+    /// The client's request, kept for the Responses and Messages doors (whose answers echo
+    /// it); empty on the Chat door.
     request: JsonObject,
     request_id: String,
     /// The model name the client asked for, echoed in translated answers.
     requested_model: String,
+    /// Chat door: the client asked for the final usage chunk (`stream_options`).
+    include_usage: bool,
 }
 
 impl Reply {
+    /// The reply of a request on `endpoint`; `request` is the client's body.
     pub fn new(
         endpoint: Endpoint,
-        request: JsonObject,
+        request: &JsonObject,
         request_id: &str,
         requested_model: String,
     ) -> Reply {
+        let door = endpoint.protocol();
+        let include_usage = door == Protocol::Chat
+            && request.contains("stream_options")
+            && to_messages::chat_reply_context(request, String::new(), String::new()).include_usage;
         Reply {
-            door: endpoint.protocol(),
-            request,
+            door,
+            // Only the translating doors need the client's request again, for the answer.
+            request: match door {
+                Protocol::Chat => JsonObject::default(),
+                _ => request.clone(),
+            },
             request_id: request_id.to_owned(),
             requested_model,
+            include_usage,
         }
     }
 
@@ -149,6 +164,16 @@ impl Reply {
                 let ctx = self.responses_context()?;
                 Ok(Some(Box::new(responses::ChatToResponses::new(ctx))))
             }
+            (Protocol::Chat, Protocol::Messages) => {
+                let ctx = self.chat_context(self.include_usage);
+                Ok(Some(Box::new(MessagesToChat::new(ctx))))
+            }
+            // No direct translator: through Chat, whose usage chunk the second one needs.
+            (Protocol::Responses, Protocol::Messages) => {
+                let first = MessagesToChat::new(self.chat_context(true));
+                let second = responses::ChatToResponses::new(self.responses_context()?);
+                Ok(Some(Box::new(Chain::new(first, second))))
+            }
             (door, wire) => Err(untranslatable(door, wire)),
         }
     }
@@ -170,7 +195,27 @@ impl Reply {
             (Protocol::Responses, Protocol::Chat) => {
                 responses::from_chat_response(&body, &self.responses_context()?).map_err(unreadable)
             }
+            (Protocol::Chat, Protocol::Messages) => {
+                to_messages::to_chat_response(&body, &self.chat_context(false)).map_err(unreadable)
+            }
+            (Protocol::Responses, Protocol::Messages) => {
+                let chat = to_messages::to_chat_response(&body, &self.chat_context(false))
+                    .map_err(unreadable)?;
+                responses::from_chat_response(&chat, &self.responses_context()?).map_err(unreadable)
+            }
             (door, wire) => Err(untranslatable(door, wire)),
+        }
+    }
+
+    fn chat_context(&self, include_usage: bool) -> ChatReplyContext {
+        ChatReplyContext {
+            id: format!("chatcmpl-{}", self.request_id),
+            model: self.requested_model.clone(),
+            include_usage,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         }
     }
 
@@ -223,4 +268,60 @@ pub fn fail_through(
         },
         out,
     );
+}
+
+/// Two translators in a row (Messages → Chat → Responses): the first's events are split and
+/// each one's data fed to the second. Only for pairs with no direct translator.
+struct Chain<A, B> {
+    first: A,
+    second: B,
+    between: BytesMut,
+    splitter: SseSplitter,
+    events: Vec<tollgate_core::SseEvent>,
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> Chain<A, B> {
+    fn new(first: A, second: B) -> Self {
+        Chain {
+            first,
+            second,
+            between: BytesMut::new(),
+            splitter: SseSplitter::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Feeds what the first wrote into the second.
+    fn pass(&mut self, out: &mut BytesMut) {
+        if self.between.is_empty() {
+            return;
+        }
+        // The first writes whole events, so nothing is left over (and none is over the cap).
+        let _ = self
+            .splitter
+            .push(self.between.split().freeze(), &mut self.events);
+        for event in self.events.drain(..) {
+            if let Some(data) = event.payload() {
+                self.second.event(&data, out);
+            }
+        }
+    }
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> {
+    fn event(&mut self, data: &[u8], out: &mut BytesMut) {
+        self.first.event(data, &mut self.between);
+        self.pass(out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.first.finish(&mut self.between);
+        self.pass(out);
+        self.second.finish(out);
+    }
+
+    fn fail(&mut self, failure: &Failure<'_>, out: &mut BytesMut) {
+        // The failure is told in the client's protocol only.
+        self.second.fail(failure, out);
+    }
 }

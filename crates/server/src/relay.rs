@@ -556,6 +556,15 @@ fn event_name(raw: &[u8]) -> &[u8] {
 /// An upstream error frame as the error it stands for: its numeric `code` (or `status`) as
 /// the status when that is an HTTP error status, else 502; its message as the message.
 fn frame_error(wire: Protocol, payload: &[u8]) -> GatewayError {
+    if wire == Protocol::Messages {
+        // Anthropic's `error` event: its type tells the status (overloaded → 503 …).
+        let (status, body) = tollgate_translate::to_messages::event_error(payload);
+        return GatewayError::Upstream {
+            status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+            body,
+            retry_after: None,
+        };
+    }
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
     let error = match wire {
         Protocol::Responses if v["type"] == "response.failed" => &v["response"]["error"],
