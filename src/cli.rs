@@ -394,7 +394,10 @@ async fn models(loaded: Loaded, quiet: bool) -> ExitCode {
     let status = resp.status();
     let body = match resp.into_body().collect().await {
         Ok(c) => c.to_bytes(),
-        Err(never) => match never {},
+        Err(e) => {
+            eprintln!("tollgate: the answer broke: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     if !status.is_success() {
         eprintln!("tollgate: {}", String::from_utf8_lossy(&body));
@@ -432,7 +435,10 @@ async fn chat(loaded: Loaded, quiet: bool, model: String, prompt: String) -> Exi
     if !status.is_success() {
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
-            Err(never) => match never {},
+            Err(e) => {
+                eprintln!("tollgate: the answer broke: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         eprintln!("tollgate: {status}: {}", String::from_utf8_lossy(&bytes));
         return ExitCode::FAILURE;
@@ -442,7 +448,9 @@ async fn chat(loaded: Loaded, quiet: bool, model: String, prompt: String) -> Exi
     let mut out = std::io::stdout();
     let mut failed = false;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame;
+        let Ok(frame) = frame else {
+            break;
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };

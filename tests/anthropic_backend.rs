@@ -231,3 +231,50 @@ async fn the_responses_door_reaches_an_anthropic_backend_through_chat() {
         "{summary:?}"
     );
 }
+
+#[tokio::test]
+async fn pass_through_reaches_nim_and_anthropic_with_their_own_keys() {
+    let ant = anthropic::start(&["claude-sonnet-4-6"]).await;
+    let nim_up = nim::start(&["meta/llama-3.1-8b-instruct"]).await;
+    let gw = start(&format!(
+        "backends:\n  anthropic:\n    api_url: {}\n  nvidia:\n    api_url: {}\n    health_check: false\n",
+        ant.url(),
+        nim_up.url()
+    ))
+    .await;
+    let r = tollgate_testkit::client::get(gw.addr(), "/v1/providers/nvidia/-/models", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["id"], "meta/llama-3.1-8b-instruct");
+    let sent = nim_up.received().pop().expect("a call");
+    assert_eq!(sent.path, "/v1/models");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {NIM_KEY}").as_str())
+    );
+
+    nim_up.push(tollgate_testkit::Answer::chat_stream(&["ni", "m"]));
+    let r = tollgate_testkit::client::post(
+        gw.addr(),
+        "/v1/providers/nvidia/-/chat/completions",
+        &[],
+        r#"{"model":"meta/llama-3.1-8b-instruct","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(tollgate_testkit::client::stream_text(&r.body), "nim");
+    assert_eq!(nim_up.last_call().path, "/v1/chat/completions");
+
+    // Anthropic's pass-through gets its x-api-key and version, not a Bearer.
+    ant.push(anthropic::message("native"));
+    let r = tollgate_testkit::client::post(
+        gw.addr(),
+        "/v1/providers/anthropic/-/messages",
+        &[("anthropic-version", "2023-06-01")],
+        r#"{"model":"claude-sonnet-4-6","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = ant.last_call();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_headers(&sent, "2023-06-01");
+}

@@ -131,16 +131,20 @@ async fn limits_hold_exactly_across_three_replicas_on_one_redis() {
     let tasks: Vec<_> = (0..300)
         .map(|i| {
             let addr = addrs[i % 3];
-            tokio::spawn(async move { chat(addr, &ask(5), &[]).await.status })
+            tokio::spawn(async move {
+                let r = chat(addr, &ask(5), &[]).await;
+                (r.status, r.text())
+            })
         })
         .collect();
     let mut ok = 0;
     let mut refused = 0;
     for t in tasks {
-        match t.await.expect("task").as_u16() {
+        let (status, text) = t.await.expect("task");
+        match status.as_u16() {
             200 => ok += 1,
             429 => refused += 1,
-            other => panic!("unexpected status {other}"),
+            other => panic!("unexpected status {other}: {text}"),
         }
     }
     assert_eq!((ok, refused), (100, 200), "100 rpm across three replicas");

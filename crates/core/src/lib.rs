@@ -19,7 +19,7 @@ pub mod usage;
 
 pub use auth_header::AuthHeader;
 pub use config::{Config, Problem};
-pub use connector::{Connector, EventStream, Reply, ReplyBody};
+pub use connector::{Connector, EventStream, Forward, ForwardBody, Reply, ReplyBody};
 pub use env::Env;
 pub use error::GatewayError;
 pub use json::JsonObject;

@@ -107,11 +107,23 @@ impl ClientRequest {
 
     /// Like [`ClientRequest::parse`], with field values kept as slices of `bytes` (no copy).
     pub fn parse_shared(endpoint: Endpoint, bytes: &Bytes) -> Result<Self, GatewayError> {
+        Self::parse_routed(endpoint, bytes, None)
+    }
+
+    /// Like [`ClientRequest::parse_shared`] for a request whose model the path names
+    /// (`/v1/models/{name}/-/…`): the body's `model` may then be absent, and `model` reads as
+    /// `routed`.
+    pub fn parse_routed(
+        endpoint: Endpoint,
+        bytes: &Bytes,
+        routed: Option<&str>,
+    ) -> Result<Self, GatewayError> {
         // Every `JsonError` is the client's: its message says which problem (syntax, kind, depth).
         let body = JsonObject::parse_bytes(bytes)
             .map_err(|e: JsonError| GatewayError::invalid(e.to_string()))?;
         let model = match body.decode::<String>("model") {
             Ok(Some(m)) if !m.trim().is_empty() => m,
+            Ok(_) if routed.is_some() => routed.unwrap_or_default().to_owned(),
             Ok(_) => {
                 return Err(GatewayError::invalid_field(
                     "model",

@@ -103,7 +103,7 @@ impl Gateway {
     /// so a keep-alive client never sends its next request into a connection about to close.
     pub async fn handle<B>(&self, req: http::Request<B>) -> Response<Body>
     where
-        B: http_body::Body<Data = Bytes> + Send + Unpin,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = request_id::from_headers(req.headers());
@@ -137,7 +137,7 @@ impl Gateway {
         request_id: &str,
     ) -> Result<Response<Body>, GatewayError>
     where
-        B: http_body::Body<Data = Bytes> + Send,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path();
@@ -150,21 +150,43 @@ impl Gateway {
         // The proxy futures are boxed: hyper keeps the service future's slot, at its full
         // size, for as long as the connection lives — a held stream included — so the large
         // proxy state is freed when the response starts instead.
-        let endpoint = match api_path {
-            "/chat/completions" => Some(Endpoint::ChatCompletions),
-            "/completions" => Some(Endpoint::Completions),
-            "/embeddings" => Some(Endpoint::Embeddings),
-            "/messages" => Some(Endpoint::Messages),
-            "/messages/count_tokens" => Some(Endpoint::CountTokens),
-            "/responses" => Some(Endpoint::Responses),
-            _ => None,
-        };
+        let endpoint = endpoint_of(api_path);
         if let Some(endpoint) = endpoint {
             if method != Method::POST {
                 let e = not_allowed(&method, path, "POST");
                 return Ok(door::error_response(endpoint.protocol(), &e));
             }
-            return Ok(Box::pin(self.proxy(endpoint, req, request_id)).await);
+            return Ok(Box::pin(self.proxy(endpoint, req, request_id, None)).await);
+        }
+        // Pass-through: `/v1/providers/{backend}/-/{path}` goes to that backend as it came.
+        // (Owned before any await: a future holding these borrows would not be `Send`.)
+        let provider = api_path
+            .strip_prefix("/providers/")
+            .and_then(|p| p.split_once("/-/"))
+            .map(|(backend, rest)| (percent_decode(backend), rest.to_owned()));
+        if let Some((backend, rest)) = provider {
+            return Ok(Box::pin(self.pass_through(backend, rest, req, request_id)).await);
+        }
+        // Model-entity routing: `/v1/models/{name}/-/{endpoint}` routes to that name's targets,
+        // whatever the body's model says.
+        let entity = api_path
+            .strip_prefix("/models/")
+            .and_then(|p| p.split_once("/-/"))
+            .map(|(name, rest)| {
+                let rest = rest.strip_prefix("v1/").unwrap_or(rest);
+                (percent_decode(name), endpoint_of(&format!("/{rest}")))
+            });
+        if let Some((name, endpoint)) = entity {
+            let Some(endpoint) = endpoint else {
+                return Err(GatewayError::NotFound(format!(
+                    "no endpoint at {path}: after `/-/` comes an endpoint such as chat/completions"
+                )));
+            };
+            if method != Method::POST {
+                let e = not_allowed(&method, path, "POST");
+                return Ok(door::error_response(endpoint.protocol(), &e));
+            }
+            return Ok(Box::pin(self.proxy(endpoint, req, request_id, Some(name))).await);
         }
         match api_path {
             "/health/live" | "/health/ready" if path.starts_with("/health") => {
@@ -207,7 +229,7 @@ impl Gateway {
                 // a request of its own in the log and the metrics.
                 let outcome = Outcome::new(
                     request_id.to_owned(),
-                    None,
+                    "unknown",
                     Protocol::Chat,
                     self.metrics.clone(),
                 );
@@ -226,6 +248,7 @@ impl Gateway {
         endpoint: Endpoint,
         req: http::Request<B>,
         request_id: &str,
+        routed: Option<String>,
     ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send,
@@ -236,7 +259,7 @@ impl Gateway {
         let door = endpoint.protocol();
         let mut outcome = Outcome::new(
             request_id.to_owned(),
-            Some(endpoint),
+            endpoint.label(),
             door,
             self.metrics.clone(),
         );
@@ -252,16 +275,18 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => return refuse(outcome, e),
         };
-        let request = match ClientRequest::parse_shared(endpoint, &bytes) {
+        let request = match ClientRequest::parse_routed(endpoint, &bytes, routed.as_deref()) {
             Ok(r) => r,
             Err(e) => return refuse(outcome, e),
         };
         let stream = request.stream && endpoint.streams();
         outcome.stream = stream;
-        // The Messages door maps `claude-*` names to the models that serve them.
-        let routed = match door {
-            Protocol::Messages => runtime.config.anthropic.map_model(&request.model),
-            _ => None,
+        // The path's model, when it names one; else the Messages door maps `claude-*` names to
+        // the models that serve them.
+        let routed = match (&routed, door) {
+            (Some(name), _) => Some(name.as_str()),
+            (None, Protocol::Messages) => runtime.config.anthropic.map_model(&request.model),
+            (None, _) => None,
         };
         let targets = match runtime.router.resolve(routed.unwrap_or(&request.model)) {
             Ok(t) => t,
@@ -406,6 +431,141 @@ impl Gateway {
                 sse_response(limit_headers, relay)
             }
         }
+    }
+}
+
+/// The routed endpoint at `path` (below `/v1`).
+fn endpoint_of(path: &str) -> Option<Endpoint> {
+    Some(match path {
+        "/chat/completions" => Endpoint::ChatCompletions,
+        "/completions" => Endpoint::Completions,
+        "/embeddings" => Endpoint::Embeddings,
+        "/messages" => Endpoint::Messages,
+        "/messages/count_tokens" => Endpoint::CountTokens,
+        "/responses" => Endpoint::Responses,
+        _ => return None,
+    })
+}
+
+impl Gateway {
+    /// A pass-through request to `backend` (see `passthrough.rs`): the key must allow the whole
+    /// backend (`backend:*`), limits count it as a request (no tokens), and the answer streams
+    /// back as the backend sends it — an error answer masked of every secret.
+    async fn pass_through<B>(
+        &self,
+        backend: String,
+        rest: String,
+        req: http::Request<B>,
+        request_id: &str,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let runtime = self.runtime();
+        let mut outcome = Outcome::new(
+            request_id.to_owned(),
+            "passthrough",
+            Protocol::Chat,
+            self.metrics.clone(),
+        );
+        let key = match runtime.keys.authenticate(req.headers()) {
+            Ok(key) => key,
+            Err(e) => return refuse(outcome, e),
+        };
+        outcome.key = key.as_ref().map(|k| k.name.clone());
+        // Owned from here on: nothing borrowed from the runtime is held across an await.
+        let Some((name, connector)) = runtime
+            .backends
+            .get_key_value(backend.as_str())
+            .map(|(n, b)| (n.clone(), b.connector.clone()))
+        else {
+            return refuse(
+                outcome,
+                GatewayError::NotFound(format!("no backend named `{backend}`")),
+            );
+        };
+        if let Some(key) = &key {
+            if !key.permits(&name, "*") {
+                return refuse(
+                    outcome,
+                    GatewayError::PermissionDenied(format!(
+                        "key `{}` may not use backend `{name}` (pass-through needs `{name}:*` in its allowed models)",
+                        key.name
+                    )),
+                );
+            }
+        }
+        let path_and_query = match crate::passthrough::path(&rest, req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return refuse(outcome, e),
+        };
+        outcome.target = Some(tollgate_core::Target {
+            backend: name.clone(),
+            model: String::new(),
+        });
+        // Limits count a pass-through as a request; it reserves no tokens (none are read).
+        let key_name: Option<String> = outcome.key.clone();
+        let admitted = runtime
+            .limiter
+            .admit_key(key_name.as_deref(), 0, &self.metrics)
+            .await;
+        match admitted {
+            Ok(admitted) => outcome.reservations.extend(admitted.reservation),
+            Err(e) => return refuse(outcome, e),
+        }
+        let admitted = runtime.limiter.admit_backend(&name, 0, &self.metrics).await;
+        match admitted {
+            Ok(admitted) => outcome.reservations.extend(admitted.reservation),
+            Err(crate::limits::Skipped::OverLimit { retry_after }) => {
+                let e = GatewayError::RateLimited {
+                    message: format!("backend {name} over its limits"),
+                    retry_after: Some(retry_after),
+                };
+                return refuse(outcome, e);
+            }
+            Err(crate::limits::Skipped::StoreDown) => {
+                let e = GatewayError::BackendUnavailable(
+                    "the limits store cannot be reached and state.on_error is closed".into(),
+                );
+                return refuse(outcome, e);
+            }
+        }
+        let (parts, body) = req.into_parts();
+        // Streamed as it arrives, within the body size limit.
+        let limit = usize::try_from(runtime.max_body_bytes).unwrap_or(usize::MAX);
+        let body = http_body_util::BodyExt::boxed_unsync(http_body_util::Limited::new(body, limit));
+        let forward = tollgate_core::Forward {
+            method: parts.method,
+            path_and_query,
+            headers: crate::passthrough::headers(&parts.headers),
+            body,
+            request_id: request_id.to_owned(),
+        };
+        outcome.attempts = 1;
+        outcome.upstream_started = Some(std::time::Instant::now());
+        let answer = match connector.forward(forward).await {
+            Ok(answer) => answer,
+            Err(e) => return refuse(outcome, runtime.relay.masker.mask_error(e)),
+        };
+        let (mut parts, body) = answer.into_parts();
+        crate::passthrough::backend_header(&name, &mut parts.headers);
+        outcome.status = parts.status.as_u16();
+        if parts.status.is_client_error() || parts.status.is_server_error() {
+            // An error answer is read, to be masked: upstreams echo what they were sent.
+            let body = match crate::passthrough::masked_error(body, &runtime.relay.masker).await {
+                Ok(b) => b,
+                Err(e) => return refuse(outcome, e),
+            };
+            outcome.error = Some("upstream_error");
+            outcome.completed = true;
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            return Response::from_parts(parts, Body::full(body));
+        }
+        Response::from_parts(
+            parts,
+            Body::Forward(Box::new(crate::body::Forwarded { body, outcome })),
+        )
     }
 }
 
@@ -670,7 +830,7 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
 }
 
 /// Decodes `%XX` escapes in a path segment (model ids may arrive with `/` or `:` escaped).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -1,13 +1,17 @@
-//! The response body type: a whole buffer, or a streaming relay.
+//! The response body type: a whole buffer, a streaming relay, or a pass-through answer.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::outcome::Outcome;
 use crate::relay::Relay;
+
+/// Why a response body broke: only a pass-through answer can (its upstream broke it), and then
+/// hyper aborts the connection, so the client sees a cut rather than a short body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every response tollgate writes.
 pub enum Body {
@@ -15,6 +19,15 @@ pub enum Body {
     Full(Option<Bytes>),
     /// An SSE relay; boxed because it is much larger than a buffer.
     Relay(Box<Relay>),
+    /// A pass-through answer, streamed as the backend sends it.
+    Forward(Box<Forwarded>),
+}
+
+/// A backend's answer to a pass-through request, with the request's outcome, which is
+/// reported when the answer ends (or the client leaves).
+pub struct Forwarded {
+    pub body: tollgate_core::ForwardBody,
+    pub outcome: Outcome,
 }
 
 impl Body {
@@ -29,20 +42,36 @@ impl Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Relay(relay) => relay.poll_frame(cx).map(|f| f.map(Ok)),
+            Body::Forward(forwarded) => {
+                let polled = Pin::new(&mut forwarded.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => forwarded.outcome.completed = true,
+                    Poll::Ready(Some(Err(_))) => {
+                        forwarded.outcome.error = Some("stream_broken");
+                        forwarded.outcome.completed = true;
+                    }
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Body::Full(None))
+        match self {
+            Body::Full(b) => b.is_none(),
+            Body::Relay(_) => false,
+            Body::Forward(f) => f.body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -50,6 +79,7 @@ impl http_body::Body for Body {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Relay(_) => SizeHint::default(),
+            Body::Forward(f) => f.body.size_hint(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod limits;
 mod mask;
 mod metrics;
 mod outcome;
+mod passthrough;
 mod relay;
 mod request_id;
 mod retry;

@@ -262,6 +262,9 @@ fn store_down() -> GatewayError {
 /// that died, and its tokens go back to the budget.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
+/// The longest one exchange with Redis may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn open_store(state: &StateConfig, lease: Duration) -> Result<Arc<dyn Store>, Problem> {
     match state.store {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
@@ -270,6 +273,9 @@ fn open_store(state: &StateConfig, lease: Duration) -> Result<Arc<dyn Store>, Pr
             .map_err(|e| Problem::new("state.path", format!("cannot open `{}`: {e}", state.path))),
         StoreKind::Redis => RedisStore::new(RedisOptions {
             lease,
+            // A busy Redis (or a busy host) is not a down one: 2 s before a decision counts as
+            // failed and `on_error` applies.
+            timeout: REDIS_TIMEOUT,
             ..RedisOptions::new(&state.url)
         })
         .map(|s| Arc::new(s) as Arc<dyn Store>)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_core::{Endpoint, Protocol, Target, Usage};
+use tollgate_core::{Protocol, Target, Usage};
 
 use crate::metrics::{Finished, Metrics};
 
@@ -13,8 +13,9 @@ pub struct Outcome {
     pub request_id: String,
     /// The client key's name, when keys are configured.
     pub key: Option<String>,
-    /// `None` for a path that is no endpoint (still logged and counted, as `unknown`).
-    pub endpoint: Option<Endpoint>,
+    /// The endpoint's label (`Endpoint::label`), `passthrough` for a provider pass-through,
+    /// `unknown` for a path that is no endpoint (still logged and counted).
+    pub endpoint: &'static str,
     /// The protocol the client spoke.
     pub door: Protocol,
     pub stream: bool,
@@ -48,7 +49,7 @@ pub struct Outcome {
 impl Outcome {
     pub fn new(
         request_id: String,
-        endpoint: Option<Endpoint>,
+        endpoint: &'static str,
         door: Protocol,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -124,7 +125,7 @@ impl Drop for Outcome {
             .filter(|_| self.completed)
             .unwrap_or(status);
         self.metrics.inflight(-1.0);
-        let endpoint = self.endpoint.map_or("unknown", Endpoint::label);
+        let endpoint = self.endpoint;
         self.metrics.finished(&Finished {
             door: self.door.label(),
             endpoint,

@@ -392,6 +392,13 @@ impl Connector for Anthropic {
         })
     }
 
+    async fn forward(
+        &self,
+        request: tollgate_core::Forward,
+    ) -> Result<http::Response<tollgate_core::ForwardBody>, GatewayError> {
+        self.upstream.forward(request, &self.default_headers).await
+    }
+
     async fn list_models(&self) -> Result<Vec<String>, GatewayError> {
         if !self.discovers() {
             return Ok(self.static_models.clone());

@@ -12,7 +12,51 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// The client every OpenAI-shaped connector sends with.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, OutBody>;
+
+/// A request body sent upstream: whole (every routed request, built by tollgate), or streamed
+/// from the client as it arrives (a pass-through request, never read by tollgate).
+pub enum OutBody {
+    Full(Full<Bytes>),
+    Stream(tollgate_core::ForwardBody),
+}
+
+impl From<Bytes> for OutBody {
+    fn from(bytes: Bytes) -> Self {
+        OutBody::Full(Full::new(bytes))
+    }
+}
+
+impl http_body::Body for OutBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            OutBody::Full(full) => std::pin::Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            OutBody::Stream(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Full(full) => full.is_end_stream(),
+            OutBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            OutBody::Full(full) => full.size_hint(),
+            OutBody::Stream(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Which HTTP versions a backend may speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tollgate_core::{BuildContext, Connector, Problem, Registry};
 
-pub use client::{build_client, HttpClient, Protocol};
+pub use client::{build_client, HttpClient, OutBody, Protocol};
 pub use connector::{
     passed_headers, retry_after, CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings,
     DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,

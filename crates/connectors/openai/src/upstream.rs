@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT};
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tollgate_core::{GatewayError, Secret};
 
-use crate::client::HttpClient;
+use crate::client::{HttpClient, OutBody};
 use crate::errors::{describe_transport_error, upstream_error};
 
 /// Largest model list read from `GET /models` (OpenRouter's runs to a few hundred kB).
@@ -35,8 +35,8 @@ pub struct Upstream {
 
 impl Upstream {
     /// A request to `{base}/{path}` with the backend's headers.
-    pub fn request(&self, method: Method, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
-        let mut req = http::Request::new(Full::new(body));
+    pub fn request(&self, method: Method, path: &str, body: Bytes) -> http::Request<OutBody> {
+        let mut req = http::Request::new(OutBody::from(body));
         *req.method_mut() = method;
         *req.uri_mut() = self.uri(path);
         *req.headers_mut() = self.headers.clone();
@@ -68,10 +68,58 @@ impl Upstream {
         .collect()
     }
 
+    /// Sends a pass-through request below `base` with the backend's own headers (its key,
+    /// `headers`) over the client's, and `defaults` where neither set one; resolves with the
+    /// answer as it arrives, any status, its headers through the allow-list plus what framing a
+    /// client needs (`content-type`, `content-encoding`), its body untouched.
+    pub async fn forward(
+        &self,
+        forward: tollgate_core::Forward,
+        defaults: &HeaderMap,
+    ) -> Result<http::Response<tollgate_core::ForwardBody>, GatewayError> {
+        use http_body_util::BodyExt as _;
+        let uri: http::Uri = format!("{}/{}", self.base, forward.path_and_query)
+            .parse()
+            .map_err(|_| {
+                GatewayError::invalid_field("path", "the pass-through path is not a valid URL path")
+            })?;
+        let mut req = http::Request::new(OutBody::Stream(forward.body));
+        *req.method_mut() = forward.method;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        *h = forward.headers;
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        for (name, value) in defaults {
+            if !h.contains_key(name) {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+        if let Ok(id) = http::HeaderValue::from_str(&forward.request_id) {
+            h.insert(http::HeaderName::from_static("x-request-id"), id);
+        }
+        let resp = self.exchange(req).await?;
+        let (parts, body) = resp.into_parts();
+        let mut headers = crate::connector::passed_headers(&parts.headers);
+        for name in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            if let Some(value) = parts.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let body = body
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .boxed_unsync();
+        let mut out = http::Response::new(body);
+        *out.status_mut() = parts.status;
+        *out.headers_mut() = headers;
+        Ok(out)
+    }
+
     /// Sends and waits for the response headers, within `timeout`.
     pub async fn exchange(
         &self,
-        req: http::Request<Full<Bytes>>,
+        req: http::Request<OutBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -207,14 +255,14 @@ mod tests {
     async fn a_whole_body_over_its_cap_is_a_502() {
         let up = upstream();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let body = Full::new(Bytes::from(vec![b'x'; 2048]));
+        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 2048]));
         let e = up
             .read_body(body, 1024, deadline)
             .await
             .expect_err("over the cap");
         assert_eq!(e.status().as_u16(), 502);
         assert!(e.to_string().contains("over 1024 bytes"), "{e}");
-        let body = Full::new(Bytes::from(vec![b'x'; 1024]));
+        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 1024]));
         assert_eq!(
             up.read_body(body, 1024, deadline)
                 .await

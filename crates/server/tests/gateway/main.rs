@@ -13,6 +13,7 @@ mod implicit;
 mod input;
 mod limits;
 mod metrics;
+mod passthrough;
 mod protocols;
 mod proxy;
 mod secrets;
