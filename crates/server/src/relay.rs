@@ -589,3 +589,121 @@ fn frame_error(wire: Protocol, payload: &[u8]) -> GatewayError {
         retry_after: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::stream;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::runtime::Closing;
+
+    fn settings() -> RelaySettings {
+        RelaySettings {
+            closing: Arc::new(Closing::default()),
+            masker: Arc::default(),
+            keepalive_interval: Duration::from_secs(8),
+            keepalive_format: KeepaliveFormat::Comment,
+            request_timeout: Duration::from_secs(60),
+            max_silent_wait: Duration::from_secs(60),
+        }
+    }
+
+    fn chunk(i: usize) -> SseEvent {
+        SseEvent::data(
+            format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"content":"t{i}"}},"finish_reason":null}}]}}"#
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Every poll result until the relay ends.
+    fn drain(mut relay: Relay) -> Vec<Bytes> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut frames = Vec::new();
+        loop {
+            match relay.poll_frame(&mut cx) {
+                Poll::Ready(Some(frame)) => frames.push(frame.into_data().unwrap_or_default()),
+                Poll::Ready(None) => return frames,
+                Poll::Pending => panic!("a burst already in hand should not wait"),
+            }
+        }
+    }
+
+    fn relay(events: Vec<SseEvent>, door: Endpoint) -> Relay {
+        let outcome = Outcome::new(
+            "r".into(),
+            door.label(),
+            door.protocol(),
+            Arc::new(Metrics::new()),
+        );
+        let mut rest: Vec<Result<SseEvent, GatewayError>> = events.into_iter().map(Ok).collect();
+        let first = match rest.remove(0) {
+            Ok(e) => e,
+            Err(_) => unreachable!("built from Ok events"),
+        };
+        let reply = Reply::new(door, &tollgate_core::JsonObject::default(), "r", "m".into());
+        Relay::streaming(
+            first,
+            Box::pin(stream::iter(rest)),
+            Protocol::Chat,
+            reply,
+            settings(),
+            outcome,
+        )
+    }
+
+    use tollgate_core::Endpoint;
+
+    #[tokio::test]
+    async fn a_burst_goes_out_in_one_frame() {
+        let mut events: Vec<SseEvent> = (0..20).map(chunk).collect();
+        events.push(SseEvent::data(
+            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ));
+        events.push(SseEvent::data(b"[DONE]"));
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.raw().to_vec()).collect();
+        let frames = drain(relay(events, Endpoint::ChatCompletions));
+        assert_eq!(frames.len(), 1, "22 buffered events, one write");
+        assert_eq!(frames[0].as_ref(), expected.as_slice(), "byte for byte");
+    }
+
+    #[tokio::test]
+    async fn a_frame_stops_growing_at_its_cap() {
+        let big = "x".repeat(20 * 1024);
+        let mut events: Vec<SseEvent> = (0..10)
+            .map(|_| {
+                SseEvent::data(
+                    format!(r#"{{"choices":[{{"delta":{{"content":"{big}"}}}}]}}"#).as_bytes(),
+                )
+            })
+            .collect();
+        events.push(SseEvent::data(b"[DONE]"));
+        let total: usize = events.iter().map(|e| e.raw().len()).sum();
+        let frames = drain(relay(events, Endpoint::ChatCompletions));
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        assert!(frames.iter().all(|f| f.len() < MAX_FRAME + 21 * 1024));
+        assert_eq!(frames.iter().map(Bytes::len).sum::<usize>(), total);
+    }
+
+    #[tokio::test]
+    async fn a_translated_burst_goes_out_in_one_frame_too() {
+        let mut events: Vec<SseEvent> = (0..20).map(chunk).collect();
+        events.push(SseEvent::data(
+            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ));
+        events.push(SseEvent::data(b"[DONE]"));
+        let frames = drain(relay(events, Endpoint::Messages));
+        assert_eq!(frames.len(), 1);
+        let summary = tollgate_translate::anthropic::grammar::check(&frames[0]).expect("grammar");
+        assert_eq!(
+            summary.text,
+            (0..20).map(|i| format!("t{i}")).collect::<String>()
+        );
+    }
+}
