@@ -15,6 +15,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// An SSE relay; boxed because it is much larger than a buffer.
     Relay(Box<Relay>),
+    /// The dashboard's live event stream.
+    Events(Box<crate::dashboard::Events>),
 }
 
 impl Body {
@@ -38,6 +40,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Relay(relay) => relay.poll_frame(cx).map(|f| f.map(Ok)),
+            Body::Events(events) => events.poll_frame(cx).map(|f| f.map(Ok)),
         }
     }
 
@@ -50,6 +53,7 @@ impl http_body::Body for Body {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Relay(_) => SizeHint::default(),
+            Body::Events(_) => SizeHint::default(),
         }
     }
 }

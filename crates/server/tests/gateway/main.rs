@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod catalogue;
+mod dashboard;
 mod failures;
 mod headers;
 mod implicit;
