@@ -225,8 +225,10 @@
       view.finished = new Map(keep.map((f) => [f.seq, f]));
     }
     if (t.backends) view.windows = t.backends;
-    // Backend states, keys and configuration move slowly: a fresh snapshot every 10 s.
-    if (Date.now() - view.lastStateAt > 10000) loadState();
+    // Backend states, keys and configuration move slowly: a fresh snapshot every 10 s, or
+    // 2 s after requests finished (their keys' counts changed).
+    const age = Date.now() - view.lastStateAt;
+    if (age > 10000 || (t.finished.length && age > 2000)) loadState();
     render();
     refreshDetail(t);
   }
@@ -323,6 +325,7 @@
       const w = (view.windows && view.windows[b.name]) || b.window;
       const tr = document.createElement('tr');
       tr.dataset.backend = b.name;
+      tr.dataset.requests = w.requests;
       const state = el('td', b.usable ? 'usable' : 'unusable', b.usable ? 'yes' : 'no');
       if (b.circuit !== 'closed') state.textContent += ' · circuit ' + b.circuit.replace('_', '-');
       if (b.unusable_reason) {
@@ -371,6 +374,7 @@
     const rows = view.keys.map((k) => {
       const tr = document.createElement('tr');
       tr.dataset.key = k.name;
+      tr.dataset.requests = k.today.requests;
       const tokens = k.today.prompt_tokens + k.today.completion_tokens;
       tr.append(
         el('td', k.name + (k.admin ? ' (admin)' : '')),
