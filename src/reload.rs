@@ -6,6 +6,9 @@
 //! file and renaming it over the old one (vim, many IDEs), and Kubernetes ConfigMaps that
 //! swap a symlink, replace the watched inode. Any event in the directory makes us re-read
 //! the file; only a change of its content (or SIGHUP) rebuilds.
+//!
+//! The gateway remembers the last refusal's problems (`Gateway::reload_refused`) for the
+//! dashboard; a swap records the success itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +126,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             for d in &diagnostics {
                 tracing::warn!(problem = %d, "configuration reload refused; the running configuration stays");
             }
+            gateway.reload_refused(&diagnostics);
             count(gateway, "error");
             return None;
         }
@@ -137,6 +141,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             for d in &diagnostics {
                 tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
             }
+            gateway.reload_refused(&diagnostics);
             count(gateway, "error");
             return seen;
         }
@@ -145,6 +150,7 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
         for d in &loaded.unknown {
             tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
         }
+        gateway.reload_refused(&loaded.unknown);
         count(gateway, "error");
         return seen;
     }
@@ -170,10 +176,11 @@ fn reload_once(gateway: &Gateway, source: &Source, last: Option<u64>, forced: bo
             count(gateway, "success");
         }
         Err(problems) => {
-            for p in problems {
-                let d = loaded.locate(p);
+            let found: Vec<_> = problems.into_iter().map(|p| loaded.locate(p)).collect();
+            for d in &found {
                 tracing::error!(problem = %d, "configuration reload refused; the running configuration stays");
             }
+            gateway.reload_refused(&found);
             count(gateway, "error");
         }
     }

@@ -58,7 +58,8 @@ struct RunArgs {
     nginx: PathBuf,
     /// Targets, in the order each scenario visits them: direct, tollgate, tollgate-quiet
     /// (logging.level warn: no per-request log line), tollgate-h2c (HTTP/2 with prior
-    /// knowledge to the upstream: `http2_only: true`), nginx
+    /// knowledge to the upstream: `http2_only: true`), tollgate-dashboard (as tollgate, with
+    /// `dashboard.enabled` and one viewer reading `/dashboard/events`), nginx
     #[arg(
         long,
         value_delimiter = ',',
@@ -270,7 +271,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
     for name in &args.targets {
         let target = match name.as_str() {
             "direct" => Target::direct(upstream_addr),
-            "tollgate" | "tollgate-quiet" | "tollgate-h2c" => {
+            "tollgate" | "tollgate-quiet" | "tollgate-h2c" | "tollgate-dashboard" => {
                 if !args.tollgate.exists() {
                     return Err(format!(
                         "{} not found: build it first (cargo build --release)",
@@ -286,6 +287,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
                         "info"
                     },
                     http2_only: name == "tollgate-h2c",
+                    dashboard: name == "tollgate-dashboard",
                 };
                 targets::start_tollgate(&spec, &dir, upstream_addr, proxy_core).await?
             }
@@ -304,7 +306,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
         targets.push(target);
     }
     notes.push(
-        "tollgate runs with `logging.format: json`, `level: info`: one log line per request, written to a pipe the runner drains (as under a container runtime); tollgate-quiet with `level: warn`; tollgate-h2c as tollgate, speaking HTTP/2 (h2c, prior knowledge) to the upstream; nginx with `access_log off` and HTTP/1.1 to the upstream"
+        "tollgate runs with `logging.format: json`, `level: info`: one log line per request, written to a pipe the runner drains (as under a container runtime); tollgate-quiet with `level: warn`; tollgate-h2c as tollgate, speaking HTTP/2 (h2c, prior knowledge) to the upstream; tollgate-dashboard as tollgate, with `dashboard.enabled: true` and one viewer on the load core reading `/dashboard/events` throughout; nginx with `access_log off` and HTTP/1.1 to the upstream"
             .into(),
     );
 
@@ -359,6 +361,20 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
             }
         }
         results[first..].iter_mut().for_each(Measurement::settle);
+    }
+    for target in &targets {
+        if let Some(viewer) = &target.viewer {
+            notes.push(format!(
+                "{}: the dashboard viewer read {:.0} KiB of events over the run and {}",
+                target.name,
+                viewer.bytes() as f64 / 1024.0,
+                if viewer.connected() {
+                    "was still connected at the end"
+                } else {
+                    "was disconnected (too slow)"
+                }
+            ));
+        }
     }
     drop(targets);
     drop(upstream_proc);

@@ -160,6 +160,58 @@ pub struct Target {
     pub mem_pid: Option<u32>,
     /// VmRSS right after start-up, in KiB.
     pub idle_rss_kib: Option<u64>,
+    /// A dashboard viewer reading `/dashboard/events` for as long as the target lives.
+    pub viewer: Option<Viewer>,
+}
+
+/// One viewer of tollgate's dashboard: a task on the load core that reads the event stream
+/// as a browser would, counting what it gets. Stopped when dropped.
+pub struct Viewer {
+    task: tokio::task::JoinHandle<()>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Viewer {
+    /// Connects to `GET /dashboard/events` at `addr` and starts reading.
+    pub async fn connect(addr: SocketAddr) -> Result<Viewer, String> {
+        let mut sender = client::connect(addr).await?;
+        let req = Request::get("/dashboard/events")
+            .header(HOST, "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("GET /dashboard/events answered {}", resp.status()));
+        }
+        let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = bytes.clone();
+        let task = tokio::spawn(async move {
+            let _sender = sender;
+            let mut body = resp.into_body();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    counted.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Viewer { task, bytes })
+    }
+
+    /// Bytes of events read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the stream is still open (a viewer dropped for being slow is not).
+    pub fn connected(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Target {
@@ -172,6 +224,7 @@ impl Target {
             cpu_pids: Vec::new(),
             mem_pid: None,
             idle_rss_kib: None,
+            viewer: None,
         }
     }
 
@@ -222,6 +275,8 @@ pub struct TollgateSpec<'a> {
     pub log_level: &'a str,
     /// The backend option `http2_only`: one multiplexed h2c connection to the upstream.
     pub http2_only: bool,
+    /// `dashboard.enabled`, with one viewer connected to `/dashboard/events`.
+    pub dashboard: bool,
 }
 
 /// Starts tollgate with an `openai` backend `up` in front of the fake upstream.
@@ -253,9 +308,12 @@ backends:
 logging:
   format: json
   level: {level}
+dashboard:
+  enabled: {dashboard}
 "#,
         level = spec.log_level,
         http2_only = spec.http2_only,
+        dashboard = spec.dashboard,
     );
     // The configuration sits alone in its directory: tollgate watches that directory for
     // reloads, and a busy file beside it (a log) would wake the watcher on every write.
@@ -277,6 +335,10 @@ logging:
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_ready(&mut spawned, addr, "/health/live", &log).await?;
     let pid = spawned.pid();
+    let viewer = match spec.dashboard {
+        true => Some(Viewer::connect(addr).await?),
+        false => None,
+    };
     Ok(Target {
         name: spec.name.to_owned(),
         addr,
@@ -285,6 +347,7 @@ logging:
         mem_pid: Some(pid),
         idle_rss_kib: procfs::status_kib(pid, "VmRSS"),
         process: Some(spawned),
+        viewer,
     })
 }
 
@@ -379,6 +442,7 @@ http {{
         mem_pid: Some(worker),
         idle_rss_kib: procfs::status_kib(worker, "VmRSS"),
         process: Some(spawned),
+        viewer: None,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Where limits, budgets and idempotency keys live.
     pub state: StateConfig,
+    /// The live dashboard (`GET /dashboard`).
+    pub dashboard: DashboardConfig,
     pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
 }
@@ -117,6 +119,10 @@ pub struct KeyConfig {
     /// This key's limits; unset: the top-level `limits`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsConfig>,
+    /// Whether this key also opens the dashboard (when client keys are configured, the
+    /// dashboard needs an admin key).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// Limits and budgets of one client key or backend (SPEC §8). Unset ones do not apply.
@@ -493,6 +499,18 @@ fn redact_headers<S: serde::Serializer>(
     map.end()
 }
 
+/// The live dashboard: `GET /dashboard`, `/dashboard/state`, `/dashboard/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Off by default: every dashboard path answers 404.
+    pub enabled: bool,
+    /// A variable holding the dashboard's admin key (besides client keys with `admin: true`).
+    /// Required, with client keys configured, unless one of them is an admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
 /// `GET /metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -843,6 +861,14 @@ impl Config {
         for (key, message) in self.output_budget.problems() {
             p(format!("output_budget.{key}"), message);
         }
+        if let Some(var) = &self.dashboard.key_env {
+            if var.trim().is_empty() || var.contains('=') {
+                p(
+                    "dashboard.key_env".into(),
+                    "must name an environment variable".into(),
+                );
+            }
+        }
 
         let mut names = std::collections::HashSet::new();
         for (i, key) in self.auth.keys.iter().enumerate() {
@@ -1008,6 +1034,7 @@ auth:
     - { name: a, key: k, key_env: E }
     - { name: a, key_sha256: zz, limits: { rpm: 0 } }
 state: { store: redis, url: "http://nope" }
+dashboard: { enabled: true, key_env: "" }
 "#,
         );
         let got: Vec<String> = c.validate(TYPES).iter().map(|p| p.path.clone()).collect();
@@ -1031,9 +1058,27 @@ state: { store: redis, url: "http://nope" }
             "auth.keys[1].key_sha256",
             "auth.keys[1].limits.rpm",
             "state.url",
+            "dashboard.key_env",
         ] {
             assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
         }
+    }
+
+    #[test]
+    fn the_dashboard_is_off_by_default_and_admin_keys_parse() {
+        let c = Config::default();
+        assert!(!c.dashboard.enabled);
+        assert_eq!(c.dashboard.key_env, None);
+        let c = parse("dashboard: { enabled: true, key_env: DASH_KEY }\nauth:\n  keys:\n    - { name: ops, key: k, admin: true }\n    - { name: ci, key: j }\n");
+        assert!(c.dashboard.enabled);
+        assert_eq!(c.dashboard.key_env.as_deref(), Some("DASH_KEY"));
+        assert!(c.auth.keys[0].admin);
+        assert!(!c.auth.keys[1].admin);
+        assert!(c.validate(TYPES).is_empty());
+        // `tollgate config` prints `admin` only where it is set.
+        let printed = serde_yaml::to_string(&c).expect("yaml");
+        assert_eq!(printed.matches("admin: true").count(), 1, "{printed}");
+        assert!(!printed.contains("admin: false"), "{printed}");
     }
 
     #[test]

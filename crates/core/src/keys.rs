@@ -47,6 +47,7 @@ const KEY: &[(&str, Shape)] = &[
     ("allowed_models", Shape::Any),
     ("denied_models", Shape::Any),
     ("limits", Shape::Fields(LIMITS)),
+    ("admin", Shape::Any),
 ];
 
 const LIMITS: &[(&str, Shape)] = &[
@@ -103,6 +104,8 @@ const OUTPUT_BUDGET: &[(&str, Shape)] = &[
 
 const ANTHROPIC: &[(&str, Shape)] = &[("models", Shape::Any)];
 
+const DASHBOARD: &[(&str, Shape)] = &[("enabled", Shape::Any), ("key_env", Shape::Any)];
+
 const LOGGING: &[(&str, Shape)] = &[("format", Shape::Any), ("level", Shape::Any)];
 
 const ROOT: &[(&str, Shape)] = &[
@@ -117,6 +120,7 @@ const ROOT: &[(&str, Shape)] = &[
     ("routes", Shape::Named(&Shape::Any)),
     ("limits", Shape::Fields(LIMITS)),
     ("state", Shape::Fields(STATE)),
+    ("dashboard", Shape::Fields(DASHBOARD)),
     ("metrics", Shape::Fields(&[("enabled", Shape::Any)])),
     ("logging", Shape::Fields(LOGGING)),
 ];
@@ -251,6 +255,7 @@ mod tests {
             "backends": {"nvidia": {"timeout": 1, "timout": 2, "drop_fields": []}},
             "routes": {"anything": ["x"]},
             "failure_handling": {"keepalive_intervall": 3},
+            "dashboard": {"enabled": true, "key_env": "K", "keyenv": "K"},
         });
         let problems = unknown_keys(&config);
         let got: Vec<(String, String)> = problems
@@ -266,6 +271,7 @@ mod tests {
                 "failure_handling.keepalive_intervall",
                 "did you mean `keepalive_interval`?",
             ),
+            ("dashboard.keyenv", "did you mean `key_env`?"),
         ];
         assert_eq!(got.len(), expect.len(), "{got:?}");
         for (path, hint) in expect {

@@ -31,6 +31,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Ends open streams when the shutdown grace is over; shared by every runtime.
     closing: Arc<Closing>,
+    /// The live dashboard's requests, windows and sessions; kept across reloads.
+    pub(crate) dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 impl Gateway {
@@ -43,6 +45,7 @@ impl Gateway {
             env,
             metrics: Arc::new(Metrics::new()),
             closing,
+            dashboard: Arc::default(),
         })
     }
 
@@ -84,6 +87,7 @@ impl Gateway {
                 self.metrics.circuit(name, false);
             }
         }
+        self.dashboard.swapped(&old, &runtime);
         self.live.store(runtime);
     }
 
@@ -224,6 +228,9 @@ impl Gateway {
                 let id = percent_decode(&p["/models/".len()..]);
                 Box::pin(catalogue::list(&self.runtime(), req.headers(), Some(&id))).await
             }
+            _ if crate::dashboard::owns(path) => {
+                Ok(Box::pin(self.dashboard.serve(req, self.runtime(), &self.env)).await)
+            }
             _ => {
                 // Agents retry unknown paths (Codex and Claude Code five times): each one is
                 // a request of its own in the log and the metrics.
@@ -263,6 +270,7 @@ impl Gateway {
             door,
             self.metrics.clone(),
         );
+        outcome.trace = self.dashboard.begin(&runtime, &outcome);
 
         let key = match runtime.keys.authenticate(req.headers()) {
             Ok(key) => key,
@@ -379,6 +387,8 @@ impl Gateway {
             runtime: runtime.clone(),
             metrics: self.metrics.clone(),
             targets,
+            // Before `request` moves into the job.
+            trace: crate::dashboard::dispatching(&outcome, &request),
             request,
             request_id: request_id.to_owned(),
             deadline,
@@ -401,6 +411,7 @@ impl Gateway {
         // interval: a quick upstream error keeps its real status, a slow upstream gets a 200
         // and keepalives.
         let wait = settings.keepalive_interval.min(settings.request_timeout);
+        crate::dashboard::held(&outcome, wait);
         match tokio::time::timeout(wait, &mut pending).await {
             Ok(mut dispatched) => {
                 outcome.dispatched(&mut dispatched);
@@ -414,6 +425,7 @@ impl Gateway {
                         let mut headers = tollgate_headers(headers, &outcome);
                         headers.extend(limit_headers);
                         outcome.status = 200;
+                        crate::dashboard::committed(&outcome, false);
                         let relay = Relay::streaming(first, rest, wire, reply, settings, outcome);
                         sse_response(headers, relay)
                     }
@@ -427,6 +439,7 @@ impl Gateway {
             }
             Err(_) => {
                 outcome.status = 200;
+                crate::dashboard::committed(&outcome, true);
                 let relay = Relay::waiting(pending, reply, settings, outcome);
                 sse_response(limit_headers, relay)
             }
@@ -469,6 +482,7 @@ impl Gateway {
             Protocol::Chat,
             self.metrics.clone(),
         );
+        outcome.trace = self.dashboard.begin(&runtime, &outcome);
         let key = match runtime.keys.authenticate(req.headers()) {
             Ok(key) => key,
             Err(e) => return refuse(outcome, e),

@@ -21,6 +21,8 @@ pub enum Body {
     Relay(Box<Relay>),
     /// A pass-through answer, streamed as the backend sends it.
     Forward(Box<Forwarded>),
+    /// The dashboard's live event stream.
+    Events(Box<crate::dashboard::Events>),
 }
 
 /// A backend's answer to a pass-through request, with the request's outcome, which is
@@ -63,13 +65,14 @@ impl http_body::Body for Body {
                 }
                 polled
             }
+            Body::Events(events) => events.poll_frame(cx).map(|f| f.map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(b) => b.is_none(),
-            Body::Relay(_) => false,
+            Body::Relay(_) | Body::Events(_) => false,
             Body::Forward(f) => f.body.is_end_stream(),
         }
     }
@@ -80,6 +83,7 @@ impl http_body::Body for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Relay(_) => SizeHint::default(),
             Body::Forward(f) => f.body.size_hint(),
+            Body::Events(_) => SizeHint::default(),
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Job {
     pub key_cap: Option<u64>,
     /// The tokens the request reserves, asked of each backend with limits.
     pub estimate: u64,
+    /// The dashboard's trace of the request, when it is enabled.
+    pub trace: Option<crate::dashboard::Trace>,
 }
 
 /// Tries `targets` in order, each up to `1 + retries` times with backoff, skipping backends
@@ -117,6 +119,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
         native_headers,
         key_cap,
         estimate,
+        trace,
     } = job;
     let settings = runtime.retry;
     let mut upstream_started = None;
@@ -157,19 +160,23 @@ pub async fn dispatch(job: Job) -> Dispatched {
                 Ok(held) => held,
                 Err(Skipped::OverLimit { retry_after }) => {
                     over_limit.push((target.backend.clone(), retry_after));
+                    crate::dashboard::skipped(&trace, &target, "over_limit");
                     break;
                 }
                 Err(Skipped::StoreDown) => {
                     store_down = true;
+                    crate::dashboard::skipped(&trace, &target, "store_down");
                     break;
                 }
             };
             let permit = backend.breaker.permit();
             if permit == Permit::Refused {
                 open_circuits.push(target.backend.clone());
+                crate::dashboard::skipped(&trace, &target, "circuit_open");
                 break;
             }
             attempts += 1;
+            crate::dashboard::attempt(&trace, &target, attempts);
             upstream_started.get_or_insert_with(Instant::now);
             // Cloning a body copies no value: keys and values are slices of the client's body.
             let mut body = planned.clone();
@@ -202,6 +209,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
                     runtime.relay.request_timeout.as_secs()
                 ))),
             };
+            crate::dashboard::attempted(&trace, attempts, &outcome);
             let error = match outcome {
                 Err(e) => runtime.relay.masker.mask_error(e),
                 Ok(answer) => {

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod breaker;
 mod catalogue;
+mod dashboard;
 mod dispatch;
 mod door;
 mod edge;

@@ -43,6 +43,8 @@ pub struct Outcome {
     /// The tokens those reservations hold: what is charged when the upstream answered but
     /// reported no usage (a stream cut short, a backend that counts nothing).
     pub reserved_tokens: u64,
+    /// The dashboard's trace of this request, while the dashboard is enabled.
+    pub trace: Option<crate::dashboard::Trace>,
     metrics: Arc<Metrics>,
 }
 
@@ -72,6 +74,7 @@ impl Outcome {
             completed: false,
             reservations: Vec::new(),
             reserved_tokens: 0,
+            trace: None,
             metrics,
         }
     }
@@ -111,6 +114,7 @@ impl Outcome {
 impl Drop for Outcome {
     fn drop(&mut self) {
         self.settle();
+        crate::dashboard::finish(self);
         let total = self.started.elapsed();
         let upstream = self.upstream_started.map(|t| t.elapsed());
         let (backend, model) = match &self.target {

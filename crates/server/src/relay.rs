@@ -311,6 +311,7 @@ impl Relay {
                     .as_mut()
                     .reset(self.last_sent + self.settings.keepalive_interval);
                 self.outcome.metrics().keepalive();
+                crate::dashboard::keepalive(&self.outcome);
                 return Poll::Ready(Some(Frame::data(self.keepalive_frame())));
             }
             // Events went out since the timer was armed: wait the rest of the interval.
@@ -353,6 +354,7 @@ impl Relay {
     /// translator, or not at all (an event the gateway asked for itself).
     fn take_in(&mut self, event: SseEvent) {
         self.last_event = Instant::now();
+        crate::dashboard::event(&self.outcome);
         let Some(payload) = event.payload() else {
             // A comment (an upstream's own keepalive): passed on when passing through; a
             // translated door writes its own keepalives.
@@ -421,6 +423,7 @@ impl Relay {
     fn observe(&mut self, event: &SseEvent, payload: &[u8]) {
         if self.outcome.first_event.is_none() {
             self.outcome.first_event = Some(self.outcome.started.elapsed());
+            crate::dashboard::first_event(&self.outcome);
         }
         match self.wire {
             Protocol::Chat => self.observe_chat(payload),

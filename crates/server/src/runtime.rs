@@ -201,6 +201,7 @@ impl Runtime {
                 Keys::default()
             }
         };
+        problems.extend(crate::dashboard::check(&config, env, keys.enabled()));
         if !problems.is_empty() {
             return Err(problems);
         }

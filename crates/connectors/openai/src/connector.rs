@@ -419,11 +419,13 @@ impl Connector for OpenAiCompatible {
             return Ok(self.static_models.clone());
         }
         // Discovered (even an older list kept after a failed refresh) beats static; static
-        // stands in while discovery has never succeeded.
+        // stands in while discovery has never succeeded, or found nothing (servers whose
+        // `/models` lists nothing still serve the models they were configured with).
         Ok(self
             .catalogue
             .get(&self.upstream, &self.health)
             .await
+            .filter(|models| !models.is_empty())
             .unwrap_or_else(|| self.static_models.clone()))
     }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod catalogue;
+mod dashboard;
 mod edge;
 mod failures;
 mod headers;
