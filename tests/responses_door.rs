@@ -343,3 +343,77 @@ async fn codex_turns_translate_for_a_strict_nim_and_tool_names_survive() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_backend_with_native_responses_gets_the_request_untouched() {
+    let up = tollgate_testkit::FakeUpstream::start().await;
+    let done = serde_json::json!({
+        "id": "resp_1", "object": "response", "created_at": 0, "status": "completed", "model": "gpt-x",
+        "output": [], "usage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+    });
+    up.push(tollgate_testkit::Answer::json(200, &done.to_string()));
+    let gw = start(&format!(
+        "backends:\n  oai:\n    type: openai\n    api_url: {}\n    api_key: sk-oai-1\n    responses: native\nfailure_handling:\n  retries: 0\n",
+        up.url()
+    ))
+    .await;
+    // Fields a translation would drop (store, include, previous_response_id) go as they are.
+    let body = r#"{"model":"oai:gpt-x", "input":"hi", "store":true, "include":["reasoning.encrypted_content"], "previous_response_id":"resp_0"}"#;
+    let r = post(gw.addr, "/v1/responses", &[], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], "resp_1", "the backend's own answer");
+    let sent = up.last_call();
+    assert_eq!(sent.path, "/v1/responses");
+    let json = sent.json();
+    assert_eq!(json["model"], "gpt-x");
+    assert_eq!(json["store"], true);
+    assert_eq!(json["previous_response_id"], "resp_0");
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-oai-1"));
+}
+
+#[tokio::test]
+async fn a_native_responses_stream_is_relayed_as_sent_and_its_usage_counted() {
+    use tollgate_testkit::{Answer, FakeUpstream, Step, StreamEnd};
+    let up = FakeUpstream::start().await;
+    let events = [
+        r#"event: response.created
+data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress"}}
+
+"#,
+        r#"event: response.output_text.delta
+data: {"type":"response.output_text.delta","sequence_number":1,"delta":"hi"}
+
+"#,
+        r#"event: response.completed
+data: {"type":"response.completed","sequence_number":2,"response":{"id":"resp_1","status":"completed","usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7}}}
+
+"#,
+    ];
+    up.push(Answer::Sse {
+        status: 200,
+        steps: events.iter().map(|e| Step::Raw(e.to_string())).collect(),
+        end: StreamEnd::Finish,
+    });
+    let gw = start(&format!(
+        "backends:\n  oai:\n    type: openai\n    api_url: {}\n    responses: native\n",
+        up.url()
+    ))
+    .await;
+    let r = post(
+        gw.addr,
+        "/v1/responses",
+        &[],
+        r#"{"model":"oai:gpt-x","input":"hi","stream":true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), events.concat(), "byte for byte");
+    assert!(up.last_call().json().get("stream_options").is_none());
+    let metrics = tollgate_testkit::client::get(gw.addr, "/metrics", &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains(r#"tollgate_tokens_total{door="responses",backend="oai",model="gpt-x",key="",kind="completion"} 4"#),
+        "{metrics}"
+    );
+}

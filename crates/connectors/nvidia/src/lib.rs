@@ -136,6 +136,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
     }
     let common = CommonOptions {
         models_refresh: options.models_refresh,
+        ..CommonOptions::default()
     };
     let hooks = Arc::new(Nim::new(options.drop_fields));
     let connector = OpenAiCompatible::build(ctx, &NVIDIA, common, hooks);

@@ -53,12 +53,16 @@ pub struct Settings {
 pub struct CommonOptions {
     /// Seconds a discovered model list is reused before `GET /models` is asked again.
     pub models_refresh: u64,
+    /// The backend speaks the Responses API itself (`responses: native`): a Responses-door
+    /// request is sent untouched to `{api_url}/responses` instead of translated to Chat.
+    pub native_responses: bool,
 }
 
 impl Default for CommonOptions {
     fn default() -> Self {
         CommonOptions {
             models_refresh: DEFAULT_MODELS_REFRESH,
+            native_responses: false,
         }
     }
 }
@@ -95,6 +99,8 @@ impl Hooks for NoHooks {}
 
 /// A backend that speaks the OpenAI API.
 pub struct OpenAiCompatible {
+    /// Whether Responses requests go out untouched (`responses: native`).
+    native_responses: bool,
     /// Sent unless the request carries them already (`default_headers`).
     default_headers: HeaderMap,
     /// Shared with the background health check.
@@ -205,6 +211,7 @@ impl OpenAiCompatible {
             timeout: Duration::from_secs(config.timeout),
         };
         Ok(OpenAiCompatible {
+            native_responses: common.native_responses,
             default_headers,
             upstream: Arc::new(upstream),
             static_models: config.models.clone(),
@@ -412,6 +419,14 @@ impl Connector for OpenAiCompatible {
         request: tollgate_core::Forward,
     ) -> Result<http::Response<tollgate_core::ForwardBody>, GatewayError> {
         self.upstream.forward(request, &self.default_headers).await
+    }
+
+    fn speaks(&self, protocol: tollgate_core::Protocol) -> bool {
+        match protocol {
+            tollgate_core::Protocol::Chat => true,
+            tollgate_core::Protocol::Responses => self.native_responses,
+            tollgate_core::Protocol::Messages => false,
+        }
     }
 
     async fn list_models(&self) -> Result<Vec<String>, GatewayError> {

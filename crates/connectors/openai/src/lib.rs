@@ -41,6 +41,18 @@ struct OpenAiOptions {
     /// Speak HTTP/2 only: h2c with prior knowledge on `http://` (servers and sidecars that
     /// speak it), h2 over TLS. One connection then carries every request to the backend.
     http2_only: bool,
+    /// `translate` (default): Responses requests are translated to chat.completions;
+    /// `native`: the backend speaks the Responses API itself (api.openai.com, Azure), so they
+    /// go to `{api_url}/responses` untouched.
+    responses: ResponsesMode,
+}
+
+#[derive(serde::Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ResponsesMode {
+    #[default]
+    Translate,
+    Native,
 }
 
 impl Default for OpenAiOptions {
@@ -48,6 +60,7 @@ impl Default for OpenAiOptions {
         OpenAiOptions {
             models_refresh: DEFAULT_MODELS_REFRESH,
             http2_only: false,
+            responses: ResponsesMode::Translate,
         }
     }
 }
@@ -59,6 +72,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
         .map_err(|p| vec![p])?;
     let common = CommonOptions {
         models_refresh: options.models_refresh,
+        native_responses: options.responses == ResponsesMode::Native,
     };
     let settings = if options.http2_only {
         Settings {

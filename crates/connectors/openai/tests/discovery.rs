@@ -32,6 +32,7 @@ fn connector(config: &BackendConfig, settings: &Settings, refresh: u64) -> OpenA
     };
     let common = CommonOptions {
         models_refresh: refresh,
+        ..CommonOptions::default()
     };
     match OpenAiCompatible::build(&ctx, settings, common, Arc::new(NoHooks)) {
         Ok(c) => c,

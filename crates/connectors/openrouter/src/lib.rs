@@ -75,6 +75,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>>
         .map_err(|p| vec![p])?;
     let common = CommonOptions {
         models_refresh: options.models_refresh,
+        ..CommonOptions::default()
     };
     let connector = OpenAiCompatible::build(ctx, &OPENROUTER, common, Arc::new(OpenRouter))?;
     Ok(Arc::new(connector))
