@@ -249,6 +249,7 @@ fn print_config(loaded: &Loaded, sources: bool) -> ExitCode {
                 .map(|v| tollgate_core::Secret::new(&v));
         }
     }
+    config.state.url = tollgate_core::secret::hide_url_passwords(&config.state.url);
     match serde_yaml::to_string(&config) {
         Ok(yaml) => {
             print!("{yaml}");
@@ -314,6 +315,13 @@ async fn serve(source: Source, loaded: Loaded) -> ExitCode {
         tracing::warn!(
             address = %local,
             "listening beyond loopback with NO client keys: anyone who can reach this address can use every backend (set auth.keys or PROXY_API_KEY)"
+        );
+    }
+    let dashboard = &runtime.config.dashboard;
+    if !loopback && dashboard.enabled && !runtime.keys_enabled() && dashboard.key_env.is_none() {
+        tracing::warn!(
+            address = %local,
+            "the dashboard is ON beyond loopback with NO admin key: anyone who can reach /dashboard sees every request, key name and backend (set dashboard.key_env)"
         );
     }
     let gateway: Arc<Gateway> = Gateway::new(runtime, crate::connectors::registry(), env);

@@ -36,6 +36,10 @@ fn segment(s: &str) -> String {
 /// `tollgate url`: the base URL an OpenAI-style client is given.
 pub fn url(config: &Config, provider: Option<&str>, model: Option<&str>) -> ExitCode {
     let root = root(config);
+    // Backends named only by their connector type (`default_backend: nvidia`) count too.
+    let mut config = config.clone();
+    config.add_implicit_backends(&crate::connectors::registry().kinds());
+    let config = &config;
     match (provider, model) {
         (Some(p), _) => {
             if !config.backends.contains_key(p) {

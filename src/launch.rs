@@ -106,7 +106,12 @@ pub async fn code(loaded: Loaded, quiet: bool, launch: Launch) -> ExitCode {
         }
     }
 
+    // Ctrl-C is the agent's (it cancels a turn there); the terminal sends it to the whole
+    // process group, so the gateway swallows it while the agent runs rather than dying
+    // under it.
+    let swallow = tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
     let status = tokio::task::spawn_blocking(move || cmd.status()).await;
+    swallow.abort();
     if let Some(session) = session {
         session.stop().await;
     }
@@ -222,9 +227,22 @@ fn session_key() -> String {
 }
 
 /// `CODEX_HOME` with a `config.toml` naming the gateway at `base` as Codex's provider.
+/// The directory is new, with a random name, and only its owner may enter it (0700), so no
+/// other local user can plant or read the file first.
 fn write_codex_home(base: &str, model: Option<&str>) -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tollgate-codex-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let suffix = session_key();
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-codex-{}",
+        suffix.trim_start_matches("tg-session-")
+    ));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    // `create`, not `create_all`: a directory already there is an error, never reused.
+    builder.create(&dir)?;
     let mut toml = String::new();
     if let Some(model) = model {
         toml.push_str(&format!("model = {}\n", toml_string(model)));
@@ -237,7 +255,20 @@ fn write_codex_home(base: &str, model: Option<&str>) -> std::io::Result<PathBuf>
     ));
     toml.push_str("env_key = \"TOLLGATE_API_KEY\"\n");
     toml.push_str("wire_api = \"responses\"\n");
-    std::fs::write(dir.join("config.toml"), toml)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let written = options
+        .open(dir.join("config.toml"))
+        .and_then(|mut file| std::io::Write::write_all(&mut file, toml.as_bytes()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     Ok(dir)
 }
 

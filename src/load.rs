@@ -284,6 +284,11 @@ impl Loaded {
                 {
                     text.clone()
                 }
+                // A password in a URL (`state.url: redis://:pw@host`).
+                Value::String(_, text) if text.contains("://") => {
+                    serde_json::to_string(&tollgate_core::secret::hide_url_passwords(text))
+                        .unwrap_or_default()
+                }
                 _ => serde_json::to_string(value).unwrap_or_default(),
             }
         };

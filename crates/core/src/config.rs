@@ -470,12 +470,12 @@ impl ReasoningConfig {
 pub fn is_secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
-        "authorization",
-        "api-key",
-        "api_key",
-        "apikey",
+        "auth",
+        "key",
         "token",
         "secret",
+        "password",
+        "credential",
         "cookie",
     ]
     .iter()

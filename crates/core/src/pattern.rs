@@ -31,6 +31,11 @@ impl ModelPolicy {
         self.allowed.is_empty() || self.allowed.iter().any(hit)
     }
 
+    /// Whether any deny pattern is set.
+    pub fn denies_any(&self) -> bool {
+        !self.denied.is_empty()
+    }
+
     pub fn is_open(&self) -> bool {
         self.allowed.is_empty() && self.denied.is_empty()
     }

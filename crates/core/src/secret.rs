@@ -25,6 +25,31 @@ impl Secret {
     }
 }
 
+/// `scheme://user:password@host` → `scheme://user:***@host`, for every URL in `text` (a
+/// Redis URL in a problem, `state.url` printed by `tollgate config`).
+pub fn hide_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '`' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
+                None => out.push_str(&format!("***@{host}")),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Strips white space and a `Bearer ` prefix from a key.
 pub fn clean_key(raw: &str) -> &str {
     let key = raw.trim();
@@ -62,6 +87,19 @@ impl<'de> Deserialize<'de> for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_hidden() {
+        assert_eq!(
+            hide_url_passwords("state.url: must be a redis:// URL, got `http://u:pw@h:6379/0`"),
+            "state.url: must be a redis:// URL, got `http://u:***@h:6379/0`"
+        );
+        assert_eq!(
+            hide_url_passwords("redis://:secret@host and https://plain/x"),
+            "redis://:***@host and https://plain/x"
+        );
+        assert_eq!(hide_url_passwords("no url"), "no url");
+    }
 
     #[test]
     fn cleans_copy_paste_mistakes() {

@@ -9,15 +9,44 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 /// Token counts as OpenAI reports them. Anthropic's and the Responses API's names
-/// (`input_tokens`, `output_tokens`) read into the same fields.
+/// (`input_tokens`, `output_tokens`) read into the same fields; Anthropic's cached input
+/// (`cache_read_input_tokens`, `cache_creation_input_tokens`, not part of its `input_tokens`)
+/// is added to the prompt, as OpenAI's `prompt_tokens` includes cached tokens — Claude Code's
+/// traffic is mostly cache reads, and limits must count them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "WireUsage")]
 pub struct Usage {
-    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
-    #[serde(default)]
     pub total_tokens: u64,
+}
+
+/// Usage as any of the three protocols writes it.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: u64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Usage {
+        let cached =
+            w.cache_read_input_tokens.unwrap_or(0) + w.cache_creation_input_tokens.unwrap_or(0);
+        let prompt_tokens = w.prompt_tokens + cached;
+        Usage {
+            prompt_tokens,
+            completion_tokens: w.completion_tokens,
+            total_tokens: w.total_tokens.max(prompt_tokens + w.completion_tokens),
+        }
+    }
 }
 
 impl Usage {
@@ -170,6 +199,23 @@ mod tests {
         assert!(Marks::scan(br#"{"error":{"message":"x"}}"#).error);
         assert!(!Marks::scan(br#"{"error":null,"usage":null}"#).error);
         assert!(!Marks::scan(br#"{"usage":null}"#).usage);
+    }
+
+    #[test]
+    fn anthropic_cached_input_counts_as_prompt() {
+        let u: Usage = serde_json::from_slice(
+            br#"{"input_tokens":3,"cache_read_input_tokens":1000,"cache_creation_input_tokens":20,"output_tokens":5}"#,
+        )
+        .expect("usage");
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (1023, 5, 1028)
+        );
+        let openai: Usage = serde_json::from_slice(
+            br#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
+        )
+        .expect("usage");
+        assert_eq!(openai.total_tokens, 7);
     }
 
     #[test]

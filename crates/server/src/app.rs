@@ -54,6 +54,12 @@ impl Gateway {
         self.closing.close();
     }
 
+    /// Draining has started: streams that would never end by themselves (the dashboard's
+    /// events) end now; requests in flight go on.
+    pub fn draining(&self) {
+        self.dashboard.drain();
+    }
+
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -307,22 +313,31 @@ impl Gateway {
             },
             None => targets,
         };
-        if endpoint == Endpoint::CountTokens
-            && !targets.iter().any(|t| {
-                runtime
-                    .backends
-                    .get(&t.backend)
-                    .is_some_and(|b| b.connector.speaks(Protocol::Messages))
-            })
-        {
-            return count_tokens_locally(outcome, &request.body);
-        }
+        // count_tokens goes to the targets that can count (a Messages backend), else the
+        // gateway's own estimate answers.
+        let targets = if endpoint == Endpoint::CountTokens {
+            let counting: Vec<_> = targets
+                .into_iter()
+                .filter(|t| {
+                    runtime
+                        .backends
+                        .get(&t.backend)
+                        .is_some_and(|b| b.connector.speaks(Protocol::Messages))
+                })
+                .collect();
+            if counting.is_empty() {
+                return count_tokens_locally(outcome, &request.body);
+            }
+            counting
+        } else {
+            targets
+        };
 
         // Idempotency keys: a non-stream request answered once within the TTL.
         let mut claim = None;
         if let (false, Some(idem)) = (stream, idempotency) {
-            let scope = key_scope(outcome.key.as_deref());
-            match idempotent(&runtime, &scope, &idem, endpoint, &bytes).await {
+            let scope = limits::key_scope(outcome.key.as_deref());
+            match idempotent(&runtime, &scope, &idem, endpoint, routed, &bytes).await {
                 // The store is down and `on_error: open`: answered, without the guarantee.
                 Ok(None) => {}
                 Ok(Some(Begin::Claimed(c))) => claim = Some(c),
@@ -370,8 +385,7 @@ impl Gateway {
                         limits::headers(&state, &mut limit_headers);
                     }
                     if let Some(reservation) = admitted.reservation {
-                        outcome.reservations.push(reservation);
-                        outcome.reserved_tokens = estimate;
+                        outcome.reservations.push((reservation, estimate));
                     }
                 }
                 Err(e) => return refuse(outcome, e),
@@ -510,6 +524,15 @@ impl Gateway {
                 );
             }
         }
+        // Pass-through reads no model and counts no tokens: a key or backend whose rules
+        // need either is refused it rather than bypassed.
+        let backend_config = &runtime.backends[&*name].config;
+        let key_limits = runtime.limiter.key_limits(outcome.key.as_deref());
+        let refusal =
+            crate::passthrough::refusal(&name, key.as_deref(), key_limits, backend_config);
+        if let Some(e) = refusal {
+            return refuse(outcome, e);
+        }
         let path_and_query = match crate::passthrough::path(&rest, req.uri().query()) {
             Ok(p) => p,
             Err(e) => return refuse(outcome, e),
@@ -525,12 +548,16 @@ impl Gateway {
             .admit_key(key_name.as_deref(), 0, &self.metrics)
             .await;
         match admitted {
-            Ok(admitted) => outcome.reservations.extend(admitted.reservation),
+            Ok(admitted) => outcome
+                .reservations
+                .extend(admitted.reservation.map(|r| (r, 0))),
             Err(e) => return refuse(outcome, e),
         }
         let admitted = runtime.limiter.admit_backend(&name, 0, &self.metrics).await;
         match admitted {
-            Ok(admitted) => outcome.reservations.extend(admitted.reservation),
+            Ok(admitted) => outcome
+                .reservations
+                .extend(admitted.reservation.map(|r| (r, 0))),
             Err(crate::limits::Skipped::OverLimit { retry_after }) => {
                 let e = GatewayError::RateLimited {
                     message: format!("backend {name} over its limits"),
@@ -539,9 +566,7 @@ impl Gateway {
                 return refuse(outcome, e);
             }
             Err(crate::limits::Skipped::StoreDown) => {
-                let e = GatewayError::BackendUnavailable(
-                    "the limits store cannot be reached and state.on_error is closed".into(),
-                );
+                let e = limits::store_down();
                 return refuse(outcome, e);
             }
         }
@@ -562,6 +587,7 @@ impl Gateway {
             Ok(answer) => answer,
             Err(e) => return refuse(outcome, runtime.relay.masker.mask_error(e)),
         };
+        outcome.answered = true;
         let (mut parts, body) = answer.into_parts();
         crate::passthrough::backend_header(&name, &mut parts.headers);
         outcome.status = parts.status.as_u16();
@@ -598,14 +624,6 @@ fn native_headers(door: Protocol, headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The limits scope of a client key (or of keyless requests).
-fn key_scope(key: Option<&str>) -> String {
-    match key {
-        Some(name) => format!("key:{name}"),
-        None => limits::ANONYMOUS.to_owned(),
-    }
-}
-
 /// The answering backend's `x-ratelimit-*` state, when the key's own gave none.
 fn backend_limit_headers(headers: &mut HeaderMap, dispatched: &crate::dispatch::Dispatched) {
     if headers.is_empty() {
@@ -632,10 +650,14 @@ async fn idempotent(
     scope: &str,
     key: &str,
     endpoint: Endpoint,
+    routed: Option<&str>,
     body: &[u8],
 ) -> Result<Option<Begin>, GatewayError> {
+    // The same body sent to another model (a model-entity path) is another request.
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(endpoint.label().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(routed.unwrap_or("").as_bytes());
     ctx.update(b"\0");
     ctx.update(body);
     let fingerprint = ctx.finish();
@@ -655,9 +677,7 @@ async fn idempotent(
             tracing::warn!(error = %e, "the idempotency store could not answer");
             match runtime.config.state.on_error {
                 tollgate_core::config::OnError::Open => Ok(None),
-                tollgate_core::config::OnError::Closed => Err(GatewayError::BackendUnavailable(
-                    "the limits store cannot be reached and state.on_error is closed".into(),
-                )),
+                tollgate_core::config::OnError::Closed => Err(limits::store_down()),
             }
         }
     }
@@ -743,6 +763,7 @@ fn answer_whole(
         }) => {
             // Usage is read from what the backend sent, before any translation.
             outcome.usage = find_usage(&bytes);
+            outcome.answered = true;
             let bytes = match reply.whole(wire, bytes) {
                 Ok(b) => b,
                 Err(e) => return refuse(outcome, e),

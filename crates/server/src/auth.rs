@@ -47,6 +47,12 @@ impl ClientKey {
     pub fn permits(&self, backend: &str, model: &str) -> bool {
         self.policy.permits(backend, model)
     }
+
+    /// Whether this key denies any model: pass-through cannot tell which model a request
+    /// uses, so such a key may not use it.
+    pub fn denies_any(&self) -> bool {
+        self.policy.denies_any()
+    }
 }
 
 /// The configured client keys. Empty means the gateway is open.

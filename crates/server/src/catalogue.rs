@@ -119,7 +119,7 @@ pub fn readiness(runtime: &Runtime) -> Response<Body> {
     } else if usable > 0 {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unavailable", "reason": "the limits store cannot be reached and state.on_error is closed", "backends": backends, "state": state}),
+            json!({"status": "unavailable", "reason": crate::limits::STORE_DOWN, "backends": backends, "state": state}),
         )
     } else {
         let reason = if backends.is_empty() {

@@ -50,8 +50,9 @@ pub struct Dispatched {
     pub attempts: u32,
     /// When the first attempt started (none when no target could be tried).
     pub upstream_started: Option<Instant>,
-    /// The answering backend's reservation, when it has limits.
+    /// The answering backend's reservation, when it has limits, and the tokens it holds.
     pub reservation: Option<Reservation>,
+    pub reserved: u64,
     /// The answering backend's limits state, for `x-ratelimit-*` when the key has none.
     pub limit_state: Option<ScopeState>,
 }
@@ -69,6 +70,7 @@ impl Dispatched {
             attempts,
             upstream_started: started,
             reservation: None,
+            reserved: 0,
             limit_state: None,
         }
     }
@@ -81,7 +83,7 @@ impl Outcome {
         self.attempts = d.attempts;
         self.upstream_started = d.upstream_started.map(Instant::into_std);
         if let Some(reservation) = d.reservation.take() {
-            self.reservations.push(reservation);
+            self.reservations.push((reservation, d.reserved));
         }
     }
 }
@@ -144,6 +146,11 @@ pub async fn dispatch(job: Job) -> Dispatched {
         // else translated (once per target, reused by its retries).
         let (endpoint, wire, planned) = match plan(&request, backend, &target.model, key_cap) {
             Ok(p) => p,
+            // A backend that cannot serve this endpoint at all: the next target may.
+            Err(e @ GatewayError::BackendUnavailable(_)) => {
+                last = Some((target, e));
+                continue;
+            }
             Err(e) => return Dispatched::failed(e, Some(target), attempts, upstream_started),
         };
         // A smaller output budget, once the upstream said the request overflows its context.
@@ -152,11 +159,16 @@ pub async fn dispatch(job: Job) -> Dispatched {
         loop {
             // A backend over its own limits is skipped like an open circuit, before its
             // breaker is asked (a half-open probe is not spent on it).
-            let held = match runtime
-                .limiter
-                .admit_backend(&target.backend, estimate, &metrics)
-                .await
-            {
+            // (count_tokens asks a backend nothing it must count.)
+            let held = if request.endpoint == Endpoint::CountTokens {
+                Ok(crate::limits::Admitted::default())
+            } else {
+                runtime
+                    .limiter
+                    .admit_backend(&target.backend, estimate, &metrics)
+                    .await
+            };
+            let held = match held {
                 Ok(held) => held,
                 Err(Skipped::OverLimit { retry_after }) => {
                     over_limit.push((target.backend.clone(), retry_after));
@@ -222,6 +234,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
                         attempts,
                         upstream_started,
                         reservation: held.reservation,
+                        reserved: estimate,
                         limit_state: held.state,
                     };
                 }
@@ -307,12 +320,7 @@ pub async fn dispatch(job: Job) -> Dispatched {
                 },
             )
         }
-        None if store_down => (
-            None,
-            GatewayError::BackendUnavailable(
-                "the limits store cannot be reached and state.on_error is closed".into(),
-            ),
-        ),
+        None if store_down => (None, crate::limits::store_down()),
         None if !open_circuits.is_empty() => {
             let names: Vec<&str> = open_circuits.iter().map(|n| n.as_ref()).collect();
             (
@@ -402,6 +410,15 @@ fn plan(
 ) -> Result<(Endpoint, Protocol, JsonObject), GatewayError> {
     let connector = backend.connector.as_ref();
     let door = request.endpoint.protocol();
+    // `max_tokens_per_request` (the key's, the backend's) caps the output budget too.
+    let cap = [
+        key_cap,
+        backend.config.limits.and_then(|l| l.max_tokens_per_request),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let budget = backend.budget.capped(cap);
     let (endpoint, wire, mut body) = if connector.speaks(door) {
         (request.endpoint, door, request.body.clone())
     } else {
@@ -417,34 +434,30 @@ fn plan(
                 (Endpoint::ChatCompletions, Protocol::Chat, chat)
             }
             // A backend that speaks only Messages (Anthropic).
+            // The budget is applied to the chat body first: the translation fills in a
+            // `max_tokens` of its own when there is none, which would hide `default_max_tokens`.
             Endpoint::ChatCompletions if connector.speaks(Protocol::Messages) => {
-                let messages =
-                    to_messages::from_chat(&request.body).map_err(crate::door::invalid)?;
+                let mut chat = request.body.clone();
+                apply_output_budget(&mut chat, Endpoint::ChatCompletions, budget);
+                let messages = to_messages::from_chat(&chat).map_err(crate::door::invalid)?;
                 (Endpoint::Messages, Protocol::Messages, messages)
             }
             Endpoint::Responses if connector.speaks(Protocol::Messages) => {
-                let chat = responses::to_chat(&request.body, &ChatTarget::default())
+                let mut chat = responses::to_chat(&request.body, &ChatTarget::default())
                     .map_err(crate::door::invalid)?;
+                apply_output_budget(&mut chat, Endpoint::ChatCompletions, budget);
                 let messages = to_messages::from_chat(&chat).map_err(crate::door::invalid)?;
                 (Endpoint::Messages, Protocol::Messages, messages)
             }
             other => {
-                return Err(GatewayError::invalid(format!(
-                    "this backend cannot serve `{}` requests",
+                return Err(GatewayError::BackendUnavailable(format!(
+                    "no target can serve `{}` requests",
                     other.label()
                 )))
             }
         }
     };
-    // `max_tokens_per_request` (the key's, the backend's) caps the output budget too.
-    let cap = [
-        key_cap,
-        backend.config.limits.and_then(|l| l.max_tokens_per_request),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
-    apply_output_budget(&mut body, endpoint, backend.budget.capped(cap));
+    apply_output_budget(&mut body, endpoint, budget);
     Ok((endpoint, wire, body))
 }
 

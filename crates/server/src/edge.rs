@@ -263,6 +263,7 @@ impl Edge {
     /// are closed.
     pub async fn drain(&self, grace: Duration) {
         self.stage.send_replace(Stage::Draining);
+        self.gateway.draining();
         let all_closed = || async {
             loop {
                 // Created before the check: a wake-up between the two is not lost.

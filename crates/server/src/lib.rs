@@ -53,6 +53,7 @@ pub async fn serve(
             }
         })
     };
+    let flush_gateway = gateway.clone();
     let edge = edge::Edge::new(gateway);
     let mut backoff = edge::AcceptBackoff::default();
     tokio::pin!(shutdown);
@@ -77,6 +78,15 @@ pub async fn serve(
         "shutting down: draining open connections"
     );
     edge.drain(grace).await;
+    // Settlements still queued for the limits store (Redis) are written before exit: a clean
+    // shutdown loses no usage.
+    let store = flush_gateway.runtime().limiter.store().clone();
+    if tokio::time::timeout(Duration::from_secs(2), store.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the limits store did not take every settlement before shutdown");
+    }
 }
 
 /// A gateway serving on a background task: for running tollgate inside another program, and

@@ -39,8 +39,11 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The limits of a runtime and the store that counts them.
 pub struct Limiter {
     store: Arc<dyn Store>,
-    /// The settings the store was opened with: an unchanged `state` keeps it across reloads.
+    /// The settings the store was opened with: an unchanged `state` (and lease) keeps it
+    /// across reloads.
     state: StateConfig,
+    /// How long a Redis reservation lives unsettled (`request_timeout` + a margin).
+    lease: Duration,
     /// Each configured client key's limits (its own, else the top-level default).
     keys: HashMap<String, LimitsConfig>,
     /// The top-level limits, for requests without a client key.
@@ -72,14 +75,14 @@ impl Limiter {
         previous: Option<&Limiter>,
         open: bool,
     ) -> Result<Limiter, Problem> {
-        let store: Arc<dyn Store> = match previous.filter(|p| p.state == config.state) {
-            Some(p) => p.store.clone(),
-            None if !open => Arc::new(MemoryStore::new()),
-            None => open_store(
-                &config.state,
-                Duration::from_secs(config.server.request_timeout) + LEASE_MARGIN,
-            )?,
-        };
+        let lease = Duration::from_secs(config.server.request_timeout) + LEASE_MARGIN;
+        // A longer request_timeout needs a longer lease, hence a store opened anew.
+        let store: Arc<dyn Store> =
+            match previous.filter(|p| p.state == config.state && p.lease == lease) {
+                Some(p) => p.store.clone(),
+                None if !open => Arc::new(MemoryStore::new()),
+                None => open_store(&config.state, lease)?,
+            };
         let keys = config
             .auth
             .keys
@@ -93,6 +96,7 @@ impl Limiter {
             .collect();
         Ok(Limiter {
             store,
+            lease,
             state: config.state.clone(),
             keys,
             default: config.limits,
@@ -138,10 +142,7 @@ impl Limiter {
         if !limits.counts() {
             return Ok(Admitted::default());
         }
-        let scope = match key {
-            Some(name) => format!("key:{name}"),
-            None => ANONYMOUS.to_owned(),
-        };
+        let scope = key_scope(key);
         match self.decide(&scope, limits, tokens, metrics).await {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(refused),
@@ -251,10 +252,19 @@ fn describe(limit: &str, limits: LimitsConfig) -> String {
     }
 }
 
-fn store_down() -> GatewayError {
-    GatewayError::BackendUnavailable(
-        "the limits store cannot be reached and state.on_error is closed".into(),
-    )
+/// What a request is refused with when the store is down and `state.on_error: closed`.
+pub const STORE_DOWN: &str = "the limits store cannot be reached and state.on_error is closed";
+
+pub fn store_down() -> GatewayError {
+    GatewayError::BackendUnavailable(STORE_DOWN.into())
+}
+
+/// The limits scope of a client key (or of keyless requests).
+pub fn key_scope(key: Option<&str>) -> String {
+    match key {
+        Some(name) => format!("key:{name}"),
+        None => ANONYMOUS.to_owned(),
+    }
 }
 
 /// How much longer than `server.request_timeout` a Redis reservation lives unsettled: a

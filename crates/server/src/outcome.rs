@@ -39,10 +39,13 @@ pub struct Outcome {
     pub completed: bool,
     /// Tokens held in the limits store (the key's, and the answering backend's), settled with
     /// the real usage when the request ends.
-    pub reservations: Vec<tollgate_store::Reservation>,
-    /// The tokens those reservations hold: what is charged when the upstream answered but
-    /// reported no usage (a stream cut short, a backend that counts nothing).
-    pub reserved_tokens: u64,
+    /// Each with the tokens it holds: what is charged when the upstream answered but reported
+    /// no usage (a stream cut short, a backend that counts nothing).
+    pub reservations: Vec<(tollgate_store::Reservation, u64)>,
+    /// Whether an answer started: a whole answer, or a stream's first upstream event. A
+    /// request that fails before (every target refused, even after a committed 200) is
+    /// charged nothing.
+    pub answered: bool,
     /// The dashboard's trace of this request, while the dashboard is enabled.
     pub trace: Option<crate::dashboard::Trace>,
     metrics: Arc<Metrics>,
@@ -73,7 +76,7 @@ impl Outcome {
             usage: None,
             completed: false,
             reservations: Vec::new(),
-            reserved_tokens: 0,
+            answered: false,
             trace: None,
             metrics,
         }
@@ -96,15 +99,15 @@ impl Outcome {
         if self.reservations.is_empty() {
             return;
         }
-        let used = match self.usage {
-            Some(u) => Some(u.total_tokens.max(u.prompt_tokens + u.completion_tokens)),
-            None if self.status == 200 => Some(self.reserved_tokens),
-            None => None,
-        };
+        let used = self
+            .usage
+            .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
+        let answered = self.answered || self.first_event.is_some();
         let now = std::time::SystemTime::now();
-        for reservation in self.reservations.drain(..) {
+        for (reservation, held) in self.reservations.drain(..) {
             match used {
                 Some(tokens) => reservation.settle(tokens, now),
+                None if answered => reservation.settle(held, now),
                 None => drop(reservation),
             }
         }

@@ -30,7 +30,49 @@ const DROPPED: &[&str] = &[
     "cookie",
     // The gateway sends its own request id.
     "x-request-id",
+    // Answers come back uncompressed: an error answer is read and masked of secrets, which
+    // a gzip body would hide from the masker.
+    "accept-encoding",
 ];
+
+/// Why a pass-through to `backend` is refused, if it is: it reads no model and counts no
+/// tokens, so a key that denies models or limits tokens, and a backend with model lists or
+/// token limits, would have their rules bypassed. Request limits (`rpm`) still apply.
+pub fn refusal(
+    backend: &str,
+    key: Option<&crate::auth::ClientKey>,
+    key_limits: tollgate_core::config::LimitsConfig,
+    config: &tollgate_core::config::BackendConfig,
+) -> Option<GatewayError> {
+    let tokens = |l: &tollgate_core::config::LimitsConfig| {
+        l.tpm.is_some() || l.tokens_per_day.is_some() || l.max_tokens_per_request.is_some()
+    };
+    if let Some(key) = key {
+        if key.denies_any() {
+            return Some(GatewayError::PermissionDenied(format!(
+                "key `{}` denies some models, and pass-through cannot tell which model a request uses",
+                key.name
+            )));
+        }
+        if tokens(&key_limits) {
+            return Some(GatewayError::PermissionDenied(format!(
+                "key `{}` has token limits, and pass-through cannot count tokens",
+                key.name
+            )));
+        }
+    }
+    if !config.allowed_models.is_empty() || !config.denied_models.is_empty() {
+        return Some(GatewayError::PermissionDenied(format!(
+            "backend `{backend}` has model lists, and pass-through cannot tell which model a request uses"
+        )));
+    }
+    if config.limits.as_ref().is_some_and(tokens) {
+        return Some(GatewayError::PermissionDenied(format!(
+            "backend `{backend}` has token limits, and pass-through cannot count tokens"
+        )));
+    }
+    None
+}
 
 /// The most of an upstream error answer read to mask it.
 const ERROR_BODY_LIMIT: usize = 1024 * 1024;

@@ -330,11 +330,17 @@ impl Relay {
         };
         let (first, rest) = match answer.body {
             AnswerBody::Stream { first, rest } => (first, rest),
-            AnswerBody::Complete(_) => {
-                let e =
-                    GatewayError::UpstreamFailed("the backend answered without a stream".into());
-                return self.fail(e, "not_a_stream");
-            }
+            // The upstream ignored `stream` (after the 200 went out): its whole chat answer is
+            // told as the stream it would have been.
+            AnswerBody::Complete(bytes) => match synthetic_stream(answer.wire, &bytes) {
+                Some((first, rest)) => (first, rest),
+                None => {
+                    let e = GatewayError::UpstreamFailed(
+                        "the backend answered without a stream".into(),
+                    );
+                    return self.fail(e, "not_a_stream");
+                }
+            },
         };
         self.wire = answer.wire;
         let shape = std::mem::replace(&mut self.shape, Shape::Pass);
@@ -377,6 +383,11 @@ impl Relay {
                 drop(payload);
                 self.gather.push(event.into_raw());
             }
+        }
+        // The protocol's own ending: the stream is over, whether or not the upstream closes
+        // its body (some keep the connection open after `[DONE]`).
+        if self.seen.done {
+            self.end_of_stream();
         }
     }
 
@@ -543,6 +554,54 @@ impl Relay {
         });
         SseEvent::data(chunk.to_string().as_bytes()).into_raw()
     }
+}
+
+/// A whole chat.completion as the chunks of its stream: one with the whole message, one with
+/// the usage (the gateway's own, as if it had asked `include_usage`), `[DONE]`. `None` for
+/// another protocol's answer, or one that does not read as a chat.completion.
+fn synthetic_stream(wire: Protocol, body: &[u8]) -> Option<(SseEvent, EventStream)> {
+    if wire != Protocol::Chat {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let choice = v["choices"].get(0)?;
+    let message = &choice["message"];
+    let mut delta = serde_json::json!({"role": "assistant", "content": message["content"]});
+    for field in ["reasoning_content", "reasoning"] {
+        if !message[field].is_null() {
+            delta[field] = message[field].clone();
+        }
+    }
+    if let Some(calls) = message["tool_calls"].as_array() {
+        let calls: Vec<serde_json::Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut c = c.clone();
+                c["index"] = serde_json::json!(i);
+                c
+            })
+            .collect();
+        delta["tool_calls"] = serde_json::Value::Array(calls);
+    }
+    let chunk = |choices: serde_json::Value| {
+        serde_json::json!({
+            "id": v["id"], "object": "chat.completion.chunk", "created": v["created"],
+            "model": v["model"], "choices": choices,
+        })
+    };
+    let first = chunk(serde_json::json!([{
+        "index": 0, "delta": delta, "finish_reason": choice["finish_reason"]
+    }]));
+    let mut rest = Vec::new();
+    if !v["usage"].is_null() {
+        let mut usage = chunk(serde_json::json!([]));
+        usage["usage"] = v["usage"].clone();
+        rest.push(Ok(SseEvent::data(usage.to_string().as_bytes()).hidden()));
+    }
+    rest.push(Ok(SseEvent::data(b"[DONE]")));
+    let first = SseEvent::data(first.to_string().as_bytes());
+    Some((first, Box::pin(futures_util::stream::iter(rest))))
 }
 
 /// The value of an event's `event:` line (empty when it has none).

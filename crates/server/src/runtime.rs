@@ -252,8 +252,13 @@ fn secrets(config: &Config, registry: &Registry, env: &Env) -> Vec<String> {
             (None, Some(var)) => out.extend(env.var(var)),
             (None, None) => {}
         }
-        out.extend(backend.headers.values().cloned());
-        out.extend(backend.default_headers.values().cloned());
+        // Header values are masked when their names say they are credentials: masking every
+        // value (`X-Title: tollgate`) would garble ordinary words in every error.
+        for (header, value) in backend.headers.iter().chain(&backend.default_headers) {
+            if tollgate_core::config::is_secret_header(header) {
+                out.push(value.clone());
+            }
+        }
     }
     // Key variables of types built on demand are secrets too.
     for kind in &kinds {

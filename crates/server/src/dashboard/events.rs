@@ -37,6 +37,10 @@ const FINISHED_PER_FRAME: usize = 50;
 /// connection stay alive behind proxies that close idle ones.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// A viewer's last event when the gateway starts draining.
+const SHUTTING_DOWN: &[u8] =
+    b"event: reset\ndata: {\"reason\":\"the gateway is shutting down\"}\n\n";
+
 pub fn channel() -> broadcast::Sender<Bytes> {
     broadcast::channel(BUFFER).0
 }
@@ -92,11 +96,19 @@ impl Events {
         if let Some(preamble) = self.preamble.take() {
             return Poll::Ready(Some(Frame::data(preamble)));
         }
+        if self.dashboard.draining.load(Ordering::SeqCst) {
+            self.done = true;
+            return Poll::Ready(Some(Frame::data(Bytes::from_static(SHUTTING_DOWN))));
+        }
         let (got, rx) = match self.next.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(ready) => ready,
         };
         self.next = next(rx);
+        if self.dashboard.draining.load(Ordering::SeqCst) {
+            self.done = true;
+            return Poll::Ready(Some(Frame::data(Bytes::from_static(SHUTTING_DOWN))));
+        }
         if self.dashboard.generation.load(Ordering::SeqCst) != self.generation {
             self.done = true;
             return Poll::Ready(Some(Frame::data(Bytes::from_static(
@@ -231,5 +243,43 @@ mod tests {
                 Some(format!("event: tick\ndata: {i}\n\n").as_str())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn draining_ends_every_viewer_at_once() {
+        let dashboard = Arc::new(Dashboard::new());
+        let mut events = Events::subscribe(&dashboard);
+        frame(&mut events).await.expect("preamble");
+        // A viewer waiting for its next frame is woken by the drain, with no tick due.
+        let waiting = tokio::spawn(async move {
+            // The publisher's first tick may come before the drain.
+            let mut last = frame(&mut events).await;
+            while last
+                .as_deref()
+                .is_some_and(|f| f.starts_with("event: tick"))
+            {
+                last = frame(&mut events).await;
+            }
+            (last, frame(&mut events).await)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dashboard.drain();
+        let (last, after) = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("woken at once")
+            .expect("joined");
+        let last = last.expect("a last event");
+        assert!(
+            last.starts_with("event: reset") && last.contains("shutting down"),
+            "{last}"
+        );
+        assert_eq!(after, None, "then the stream ends");
+        // A viewer arriving while draining ends too.
+        let mut late = Events::subscribe(&dashboard);
+        frame(&mut late).await.expect("preamble");
+        assert!(frame(&mut late)
+            .await
+            .expect("reset")
+            .starts_with("event: reset"));
     }
 }

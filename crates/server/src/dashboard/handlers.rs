@@ -37,6 +37,9 @@ use crate::runtime::Runtime;
 
 /// The most a login body may be.
 const LOGIN_BODY: usize = 4096;
+
+/// How long a login with a wrong key waits before it is refused.
+const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 /// The longest wait for one backend's model list or one key's counters in a snapshot.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -185,6 +188,8 @@ impl Dashboard {
             let key = login_key(&body)
                 .ok_or_else(|| GatewayError::invalid_field("key", "send {\"key\": \"…\"}"))?;
             if !access::is_admin(&key, runtime, env) {
+                // Guessing is slowed down: each wrong key costs its sender a quarter second.
+                tokio::time::sleep(FAILED_LOGIN_DELAY).await;
                 return Err(GatewayError::InvalidApiKey("not an admin key".into()));
             }
             let token = self.sessions().open()?;
@@ -325,11 +330,7 @@ async fn keys(runtime: &Runtime, board: &Board) -> Vec<Value> {
     let rows = names.iter().map(|(name, admin)| {
         let anonymous = name == ANONYMOUS && !runtime.keys_enabled();
         let limits = limiter.key_limits((!anonymous).then_some(name.as_str()));
-        let scope = if anonymous {
-            crate::limits::ANONYMOUS.to_owned()
-        } else {
-            format!("key:{name}")
-        };
+        let scope = crate::limits::key_scope((!anonymous).then_some(name.as_str()));
         let today = local.get(name).copied().unwrap_or_default();
         async move {
             let store = if limits.counts() {

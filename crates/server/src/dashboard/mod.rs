@@ -55,6 +55,9 @@ pub struct Dashboard {
     publishing: AtomicBool,
     /// Bumped when a reload changes `auth` or `dashboard`: sessions and open event streams end.
     generation: AtomicU64,
+    /// Set when the gateway starts draining: open event streams end, so they do not hold
+    /// the shutdown for the whole grace.
+    draining: AtomicBool,
     sessions: Mutex<access::Sessions>,
     reloads: Mutex<Reloads>,
     started_ms: u64,
@@ -88,6 +91,7 @@ impl Dashboard {
             viewers: AtomicUsize::new(0),
             publishing: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             sessions: Mutex::default(),
             reloads: Mutex::new(Reloads {
                 loaded_ms: now,
@@ -105,6 +109,13 @@ impl Dashboard {
         let live = Arc::new(trace::Live::new(self.board.seq(), outcome));
         self.board.start(live.clone());
         Some(Trace::new(live, self.board.clone()))
+    }
+
+    /// The gateway is shutting down: every event stream ends now (woken by an empty frame;
+    /// each viewer sees `draining` and sends its last event).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Bytes::new());
     }
 
     /// A new runtime was swapped in: note the reload, and end every session when access
@@ -145,35 +156,11 @@ impl Gateway {
                 let text = p.to_string();
                 let masked = runtime.relay.masker.mask(text.as_bytes());
                 let text = masked.map_or(text, |m| String::from_utf8_lossy(&m).into_owned());
-                hide_url_passwords(&text)
+                tollgate_core::secret::hide_url_passwords(&text)
             })
             .collect();
         self.dashboard.refused(problems);
     }
-}
-
-/// `scheme://user:password@host` → `scheme://user:***@host` (a Redis URL in a problem).
-fn hide_url_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '`' || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
-                None => out.push_str(&format!("***@{host}")),
-            },
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Problems with the dashboard's settings that need the environment: an unset
@@ -203,19 +190,6 @@ pub fn check(config: &tollgate_core::Config, env: &Env, keys_enabled: bool) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_passwords_are_hidden() {
-        assert_eq!(
-            hide_url_passwords("state.url: must be a redis:// URL, got `http://u:pw@h:6379/0`"),
-            "state.url: must be a redis:// URL, got `http://u:***@h:6379/0`"
-        );
-        assert_eq!(
-            hide_url_passwords("redis://:secret@host and https://plain/x"),
-            "redis://:***@host and https://plain/x"
-        );
-        assert_eq!(hide_url_passwords("no url"), "no url");
-    }
 
     #[test]
     fn paths() {
