@@ -111,27 +111,39 @@ pub struct Marks {
 }
 
 impl Marks {
+    /// One pass over the chunk's quotes: each is looked at once, and only one starting one of
+    /// the three keys is read further (no searcher is built per call).
     pub fn scan(json: &[u8]) -> Marks {
-        Marks {
-            usage: value_after(json, b"\"usage\"").any(|v| v == b'{'),
-            error: value_after(json, b"\"error\"").any(|v| v != b'n'),
-            finished: value_after(json, b"\"finish_reason\"").any(|v| v != b'n'),
+        let mut marks = Marks::default();
+        for at in memchr::memchr_iter(b'"', json) {
+            let rest = &json[at..];
+            match rest.get(1) {
+                Some(b'u') if rest.starts_with(b"\"usage\"") => {
+                    marks.usage |= value_start(&rest[7..]) == Some(b'{');
+                }
+                Some(b'e') if rest.starts_with(b"\"error\"") => {
+                    marks.error |= value_start(&rest[7..]).is_some_and(|v| v != b'n');
+                }
+                Some(b'f') if rest.starts_with(b"\"finish_reason\"") => {
+                    marks.finished |= value_start(&rest[15..]).is_some_and(|v| v != b'n');
+                }
+                _ => {}
+            }
         }
+        marks
     }
 }
 
-/// For each occurrence of `key` followed by `:`, the first byte of its value.
-fn value_after<'a>(json: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = u8> + 'a {
-    memchr::memmem::find_iter(json, key).filter_map(move |at| {
-        let mut rest = json[at + key.len()..]
-            .iter()
-            .copied()
-            .skip_while(u8::is_ascii_whitespace);
-        if rest.next()? != b':' {
-            return None;
-        }
-        rest.find(|b| !b.is_ascii_whitespace())
-    })
+/// After a key: the first byte of its value, when a `:` follows (else it was not a key).
+fn value_start(after_key: &[u8]) -> Option<u8> {
+    let mut rest = after_key
+        .iter()
+        .copied()
+        .skip_while(u8::is_ascii_whitespace);
+    if rest.next()? != b':' {
+        return None;
+    }
+    rest.find(|b| !b.is_ascii_whitespace())
 }
 
 /// The `usage` of a whole response body, read from its last `"usage"` key alone (it sits at
@@ -184,6 +196,63 @@ mod tests {
         assert!(Peek::read(br#"{"error":null}"#).error.is_none());
         assert!(Peek::read(b"[DONE]").id.is_none());
         assert!(Peek::read(br#"{"choices":[],"usage":null}"#).has_no_choices());
+    }
+
+    /// The searcher-per-key scan `Marks::scan` replaced, kept as the reference.
+    fn reference_marks(json: &[u8]) -> Marks {
+        let value_after = |key: &'static [u8]| {
+            memchr::memmem::find_iter(json, key)
+                .filter_map(move |at| value_start(&json[at + key.len()..]))
+                .collect::<Vec<u8>>()
+        };
+        Marks {
+            usage: value_after(b"\"usage\"").contains(&b'{'),
+            error: value_after(b"\"error\"").iter().any(|&v| v != b'n'),
+            finished: value_after(b"\"finish_reason\"").iter().any(|&v| v != b'n'),
+        }
+    }
+
+    #[test]
+    fn the_one_pass_scan_agrees_with_a_search_per_key() {
+        let samples: &[&[u8]] = &[
+            br#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            br#"{"choices":[],"usage":null}"#,
+            br#"{"error":{"message":"x"}}"#,
+            br#"{"error" :  null , "usage" : { }}"#,
+            br#"{"content":"usage","x":"error","y":"finish_reason"}"#,
+            br#"{"content":"say "usage": {"error": 1}"}"#,
+            br#""usage""#,
+            br#""finish_reason":"#,
+            br#"{"usage"#,
+            b"",
+            br#"{"a":""","finish_reason":"length","error":false}"#,
+        ];
+        for sample in samples {
+            assert_eq!(
+                Marks::scan(sample),
+                reference_marks(sample),
+                "{}",
+                String::from_utf8_lossy(sample)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Chunks spliced from the pieces the keys are made of (and of what looks like them).
+        #[test]
+        fn the_one_pass_scan_agrees_on_spliced_chunks(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "\"usage\"", "\"error\"", "\"finish_reason\"", ":", " ", "{", "}", "null",
+                    "\"stop\"", "\\\"", "\"", "u", "e", "f", ",", "\"usag", "[", "]", "n",
+                ]),
+                0..24,
+            )
+        ) {
+            let chunk = pieces.concat();
+            proptest::prop_assert_eq!(Marks::scan(chunk.as_bytes()), reference_marks(chunk.as_bytes()));
+        }
     }
 
     #[test]
