@@ -10,8 +10,9 @@
 # whole answers), BURST=1 (with STREAM=1: the upstream writes each whole stream at once),
 # DOOR (chat | messages | responses, default chat), CONC (connections, default 64; 8 under
 # callgrind), SECS (default 10), REQUESTS (callgrind, default 2000; strace, default 640),
-# GATEWAY (the tollgate binary, default target/release/tollgate), OUT (default
-# target/bench/profile).
+# GATEWAY (the tollgate binary, default target/release/tollgate), KEY=1 (one client key, sent by
+# every request), LIMITS=1 (that key with rpm, tpm and tokens_per_day too high to refuse; memory
+# store), OUT (default target/bench/profile).
 set -euo pipefail
 
 mode=${1:-perf}
@@ -44,8 +45,15 @@ backends:
   up: { type: openai, api_url: "http://127.0.0.1:$up/v1", api_key: bench-upstream-key, models: [m, idle, burst], health_check: false }
 logging: { format: json, level: ${LOG_LEVEL:-info} }
 EOF
+key=()
+if [ -n "${KEY:-}${LIMITS:-}" ]; then
+    key=(--key bench-client-key)
+    limits=""
+    [ -n "${LIMITS:-}" ] && limits=", limits: { rpm: 1000000000, tpm: 1000000000000, tokens_per_day: 1000000000000000 }"
+    echo "auth: { keys: [ { name: bench, key: bench-client-key$limits } ] }" >> "$out/conf/config.yaml"
+fi
 
-drive() { taskset -c 0 "$bench" drive --addr "127.0.0.1:$port" --door "${DOOR:-chat}" --model "$model" $stream "$@"; }
+drive() { taskset -c 0 "$bench" drive --addr "127.0.0.1:$port" --door "${DOOR:-chat}" --model "$model" "${key[@]}" $stream "$@"; }
 wait_ready() {
     for _ in $(seq 1 300); do
         drive --concurrency 1 --requests 1 > /dev/null 2>&1 && return 0
