@@ -331,7 +331,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
         }
         let (proc, addr) = targets::start_redis(&args.redis_server, &dir, proxy_core).await?;
         notes.push(format!(
-            "tollgate-redis*: `state.store: redis` at one `redis-server` on {addr} (no persistence), pinned to the proxy core with the replicas — its CPU is in \"other on proxy core\"; on 2 cores three replicas and Redis share one core, so that row measures their contention, not scaling"
+            "tollgate-redis*: `state.store: redis` at one `redis-server` on {addr} (no persistence), pinned to the proxy core with the replicas — its CPU is in \"other on proxy core\"; on 2 cores three replicas and Redis share one core, so that row measures their contention, not scaling; tollgate-redis3's CPU is its three processes', its memory the first one's"
         ));
         Some((proc, addr))
     } else {
