@@ -4,21 +4,28 @@
 #
 #   crates/bench/profile.sh perf        # perf stat (CPU and syscalls per request) + perf record
 #   crates/bench/profile.sh callgrind   # instructions per request (valgrind; repeatable)
+#   crates/bench/profile.sh strace      # system calls per request, by name (strace -c -f)
 #
 # Environment: LOG_LEVEL (info | warn, default info), STREAM=1 (20-chunk streams instead of
-# whole answers), CONC (connections, default 64; 8 under callgrind), SECS (default 10),
-# REQUESTS (callgrind, default 2000), OUT (default target/bench/profile).
+# whole answers), BURST=1 (with STREAM=1: the upstream writes each whole stream at once),
+# DOOR (chat | messages | responses, default chat), CONC (connections, default 64; 8 under
+# callgrind), SECS (default 10), REQUESTS (callgrind, default 2000; strace, default 640),
+# GATEWAY (the tollgate binary, default target/release/tollgate), KEY=1 (one client key, sent by
+# every request), LIMITS=1 (that key with rpm, tpm and tokens_per_day too high to refuse; memory
+# store), OUT (default target/bench/profile).
 set -euo pipefail
 
 mode=${1:-perf}
 cd "$(dirname "$0")/../.."
 cargo build --release -p tollgate -p tollgate-bench
 bench=target/release/tollgate-bench
-gateway=target/release/tollgate
+gateway=${GATEWAY:-target/release/tollgate}
 out=${OUT:-target/bench/profile}
 secs=${SECS:-10}
 port=${PORT:-18700}
 stream=${STREAM:+--stream}
+model=up:m
+[ -n "${STREAM:-}" ] && [ -n "${BURST:-}" ] && model=up:burst
 rm -rf "$out" && mkdir -p "$out/conf"
 
 pids=()
@@ -35,11 +42,18 @@ cat > "$out/conf/config.yaml" <<EOF
 server: { host: 127.0.0.1, port: $port, shutdown_grace: 1 }
 failure_handling: { keepalive_interval: 60 }
 backends:
-  up: { type: openai, api_url: "http://127.0.0.1:$up/v1", api_key: bench-upstream-key, models: [m, idle], health_check: false }
+  up: { type: openai, api_url: "http://127.0.0.1:$up/v1", api_key: bench-upstream-key, models: [m, idle, burst], health_check: false }
 logging: { format: json, level: ${LOG_LEVEL:-info} }
 EOF
+key=()
+if [ -n "${KEY:-}${LIMITS:-}" ]; then
+    key=(--key bench-client-key)
+    limits=""
+    [ -n "${LIMITS:-}" ] && limits=", limits: { rpm: 1000000000, tpm: 1000000000000, tokens_per_day: 1000000000000000 }"
+    echo "auth: { keys: [ { name: bench, key: bench-client-key$limits } ] }" >> "$out/conf/config.yaml"
+fi
 
-drive() { taskset -c 0 "$bench" drive --addr "127.0.0.1:$port" $stream "$@"; }
+drive() { taskset -c 0 "$bench" drive --addr "127.0.0.1:$port" --door "${DOOR:-chat}" --model "$model" "${key[@]}" $stream "$@"; }
 wait_ready() {
     for _ in $(seq 1 300); do
         drive --concurrency 1 --requests 1 > /dev/null 2>&1 && return 0
@@ -109,8 +123,30 @@ callgrind)
         | sort -rn | head -40 | cut -c1-170
     echo "profile: full data in $dump (callgrind_annotate, kcachegrind)"
     ;;
+strace)
+    conc=${CONC:-32}
+    requests=${REQUESTS:-640}
+    taskset -c 1 "$gateway" --config "$out/conf/config.yaml" 2> "$out/tollgate.log" &
+    gw=$!
+    pids+=($gw)
+    wait_ready
+    drive --concurrency "$conc" --duration 2 > /dev/null
+    # -f follows every thread (the runtime's worker, the log writer, jemalloc's purger).
+    strace -c -f -p "$gw" -o "$out/strace.txt" &
+    st=$!
+    sleep 1 # strace attaches to each thread before the measured requests start
+    drive --concurrency "$conc" --requests "$requests" | tee "$out/load.txt"
+    kill -INT "$st"; wait "$st" || true
+    n=$(awk '{print $1}' "$out/load.txt")
+    echo "--- system calls of the gateway per request ($n requests), by name"
+    awk -v n="$n" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { name = $NF; calls = ($4 ~ /^[0-9]+$/) ? $4 : 0;
+                       if (calls > 0) printf "%8.2f  %s\n", calls / n, name }
+                   ' "$out/strace.txt" | sort -rn | head -15
+    awk -v n="$n" '$NF == "total" { printf "%8.2f  total\n", $4 / n }' "$out/strace.txt"
+    echo "profile: strace's table in $out/strace.txt"
+    ;;
 *)
-    echo "usage: $0 perf|callgrind" >&2
+    echo "usage: $0 perf|callgrind|strace" >&2
     exit 2
     ;;
 esac

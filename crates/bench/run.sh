@@ -7,6 +7,14 @@
 #
 #   crates/bench/run.sh
 #   crates/bench/run.sh --duration 10 --targets direct,tollgate,nginx
+#   crates/bench/run.sh --scenarios closed,doors --concurrency 64 --targets tollgate
+#   crates/bench/run.sh --scenarios closed --concurrency 64 \
+#       --targets tollgate-key,tollgate-limits,tollgate-redis,tollgate-redis3
+#   crates/bench/run.sh --scenarios closed,stream --concurrency 64 \
+#       --targets tollgate,tollgate-base --tollgate-base /path/to/older/tollgate
+#
+# The tollgate-redis targets need Debian's redis-server, installed like nginx when missing (the
+# bench starts its own on a free loopback port, no persistence).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,6 +28,14 @@ if ! command -v nginx > /dev/null && [ -z "${BENCH_NO_INSTALL:-}" ] \
     apt-get install -y --no-install-recommends nginx > /dev/null \
         || { apt-get update > /dev/null && apt-get install -y --no-install-recommends nginx > /dev/null; } \
         || echo "run.sh: nginx could not be installed; measuring without it" >&2
+fi
+
+if [[ " $* " == *tollgate-redis* ]] && ! command -v redis-server > /dev/null \
+    && [ -z "${BENCH_NO_INSTALL:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    echo "run.sh: installing redis-server (BENCH_NO_INSTALL=1 to skip)" >&2
+    apt-get install -y --no-install-recommends redis-server > /dev/null \
+        || { apt-get update > /dev/null && apt-get install -y --no-install-recommends redis-server > /dev/null; } \
+        || echo "run.sh: redis-server could not be installed" >&2
 fi
 
 # A proxied idle stream holds two descriptors in the proxy: 10,000 need about 20,100.

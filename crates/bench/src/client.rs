@@ -1,13 +1,15 @@
 //! The load client: hyper HTTP/1.1 connections with keep-alive, driven closed loop (a fixed
 //! number of connections, each sending its next request when the last one is answered),
 //! open loop (a fixed rate, whatever the answers do) or as many idle streams held open.
+//! A target of several replicas gets its connections spread over their addresses in turn.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -21,13 +23,74 @@ use crate::stats::nanos;
 /// One keep-alive connection's request half.
 pub type Sender = SendRequest<Full<Bytes>>;
 
-/// What every request of a scenario is: where it goes and the body it carries.
-#[derive(Debug, Clone)]
+/// What every request of a scenario is: where it goes, what it carries, and how a good
+/// answer ends.
+#[derive(Debug)]
 pub struct Load {
-    pub addr: SocketAddr,
+    /// One address per replica of the target; connections take them in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// The door: `/v1/chat/completions`, `/v1/messages` or `/v1/responses`.
+    pub path: &'static str,
+    /// Sent with every request (a client key, `anthropic-version`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
-    /// Whether the answer is an SSE stream that must end with `[DONE]`.
-    pub stream: bool,
+    /// What a 200 answer must show in its last [`TAIL`] bytes to count as a success.
+    pub ending: Ending,
+    /// Which address the next new connection goes to.
+    next: AtomicUsize,
+}
+
+impl Load {
+    pub fn new(
+        addrs: Vec<SocketAddr>,
+        path: &'static str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        ending: Ending,
+    ) -> Load {
+        assert!(!addrs.is_empty(), "a load needs an address");
+        Load {
+            addrs,
+            path,
+            headers,
+            body,
+            ending,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The address for a new connection: replicas in turn.
+    fn addr(&self) -> SocketAddr {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.addrs[i % self.addrs.len()]
+    }
+}
+
+/// How many of an answer's last bytes are kept to check its ending: a Responses stream ends
+/// with a `response.completed` event that repeats the whole response (~1.5 KiB here).
+pub const TAIL: usize = 4096;
+
+/// What a successful answer ends with, in its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Nothing to check beyond the status (a whole chat completion).
+    Any,
+    /// The answer's last bytes are these (`data: [DONE]` of a chat stream).
+    EndsWith(&'static [u8]),
+    /// The last [`TAIL`] bytes contain these (`message_stop`, `response.completed`, or a
+    /// field of a whole answer).
+    Contains(&'static [u8]),
+}
+
+impl Ending {
+    /// Whether `tail` (an answer's last bytes) shows a success.
+    pub fn seen_in(self, tail: &[u8]) -> bool {
+        match self {
+            Ending::Any => true,
+            Ending::EndsWith(end) => tail.ends_with(end),
+            Ending::Contains(needle) => memchr::memmem::find(tail, needle).is_some(),
+        }
+    }
 }
 
 /// What one phase of load came to.
@@ -77,13 +140,13 @@ pub async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 
 /// A live connection: the one given when it can still send, else a new one. A server may
 /// close a kept-alive connection between requests; that is not an error of the request.
-async fn usable(sender: Option<Sender>, addr: SocketAddr) -> Result<Sender, String> {
+async fn usable(sender: Option<Sender>, load: &Load) -> Result<Sender, String> {
     if let Some(mut s) = sender {
         if s.ready().await.is_ok() {
             return Ok(s);
         }
     }
-    connect(addr).await
+    connect(load.addr()).await
 }
 
 /// Sends the load's request; resolves with the response head.
@@ -91,13 +154,16 @@ async fn send(
     sender: &mut Sender,
     load: &Load,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
-        .uri("/v1/chat/completions")
+        .uri(load.path)
         .header(HOST, "127.0.0.1")
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(load.body.clone()))
         .map_err(|e| e.to_string())?;
+    for (name, value) in &load.headers {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
     sender
         .send_request(req)
         .await
@@ -110,28 +176,35 @@ async fn exchange(sender: &mut Sender, load: &Load) -> Result<Result<(), String>
     let resp = send(sender, load).await?;
     let status = resp.status();
     let mut body = resp.into_body();
-    // The last bytes seen, to check a stream ended with `[DONE]` and not an error event.
+    // The last bytes seen, to check the answer ended as a success does (a stream's last event,
+    // not an error event after a 200).
     let mut tail = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
         if let Ok(data) = frame.into_data() {
             tail.extend_from_slice(&data);
-            if tail.len() > 64 {
-                let cut = tail.len() - 64;
+            if tail.len() > TAIL {
+                let cut = tail.len() - TAIL;
                 let _ = tail.split_to(cut);
             }
         }
     }
+    let shown = |tail: &[u8]| {
+        let text = String::from_utf8_lossy(tail);
+        let start = text.len().saturating_sub(300);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text[start..].to_owned()
+    };
     if status != StatusCode::OK {
-        return Ok(Err(format!(
-            "status {status}: {}",
-            String::from_utf8_lossy(&tail)
-        )));
+        return Ok(Err(format!("status {status}: {}", shown(&tail))));
     }
-    if load.stream && !tail.ends_with(b"data: [DONE]\n\n") {
+    if !load.ending.seen_in(&tail) {
         return Ok(Err(format!(
-            "stream did not end with [DONE]: …{}",
-            String::from_utf8_lossy(&tail)
+            "the answer did not end as a success ({:?}): …{}",
+            load.ending,
+            shown(&tail)
         )));
     }
     Ok(Ok(()))
@@ -159,7 +232,7 @@ pub async fn closed(
             let mut sent = 0;
             while Instant::now() < deadline && per_conn.is_none_or(|n| sent < n) {
                 sent += 1;
-                let mut s = match usable(sender.take(), load.addr).await {
+                let mut s = match usable(sender.take(), &load).await {
                     Ok(s) => s,
                     Err(e) => {
                         tally.error(e);
@@ -253,7 +326,7 @@ pub async fn open(
         requests.spawn(async move {
             let _permit = permits.acquire().await.expect("semaphore closed");
             let sent = Instant::now();
-            let result = match usable(pool.take(), load.addr).await {
+            let result = match usable(pool.take(), &load).await {
                 Ok(mut s) => {
                     let r = exchange(&mut s, &load).await;
                     if r.is_ok() {
@@ -377,7 +450,7 @@ pub async fn hold_idle(load: &Arc<Load>, count: usize, parallel: usize) -> IdleS
 
 /// One idle stream: its connection and the body, open, after the first event arrived.
 async fn open_one(load: &Load) -> Result<(Sender, hyper::body::Incoming), String> {
-    let mut sender = connect(load.addr).await?;
+    let mut sender = connect(load.addr()).await?;
     let resp = send(&mut sender, load).await?;
     if resp.status() != StatusCode::OK {
         return Err(format!("status {}", resp.status()));

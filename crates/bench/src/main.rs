@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{Bench, Measurement, Scenario};
+use crate::scenario::{Bench, Door, Measurement, Scenario};
 use crate::targets::{Target, TollgateSpec, Workdir};
 
 #[derive(Debug, Parser)]
@@ -53,21 +53,39 @@ struct RunArgs {
     /// The tollgate binary to measure
     #[arg(long, default_value = "target/release/tollgate")]
     tollgate: PathBuf,
+    /// A second tollgate binary, measured as the target `tollgate-base` with the same
+    /// configuration as `tollgate` (an earlier commit's build, for before/after in one run)
+    #[arg(long)]
+    tollgate_base: Option<PathBuf>,
+    /// The redis-server binary, started on loopback for the `tollgate-redis*` targets
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
     /// The nginx binary; skipped (with a note) when it is not found
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
     /// Targets, in the order each scenario visits them: direct, tollgate, tollgate-quiet
     /// (logging.level warn: no per-request log line), tollgate-h2c (HTTP/2 with prior
     /// knowledge to the upstream: `http2_only: true`), tollgate-dashboard (as tollgate, with
-    /// `dashboard.enabled` and one viewer reading `/dashboard/events`), nginx
+    /// `dashboard.enabled` and one viewer reading `/dashboard/events`), tollgate-base (the
+    /// `--tollgate-base` binary, configured as tollgate), tollgate-key (one client key, no
+    /// limits), tollgate-limits (that key with rpm, tpm and tokens_per_day set too high to
+    /// refuse; memory store), tollgate-redis and tollgate-redis3 (the same key and limits with
+    /// `state.store: redis`, one replica or three sharing the load), nginx
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "direct,tollgate,tollgate-quiet,tollgate-h2c,nginx"
     )]
     targets: Vec<String>,
-    /// Scenarios to run: open, closed, stream, idle
-    #[arg(long, value_delimiter = ',', default_value = "open,closed,stream,idle")]
+    /// Scenarios to run: open, closed, stream (paced: one upstream write per event),
+    /// stream-burst (the whole stream in one upstream write), idle; the Messages and Responses
+    /// doors (tollgate targets only): messages-closed, messages-stream, responses-closed,
+    /// responses-stream, or doors for all four
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "open,closed,stream,stream-burst,idle"
+    )]
     scenarios: Vec<String>,
     /// Rounds of every load scenario: each round visits every target in turn, and a target's
     /// numbers sum its rounds, so a slow spell of the machine falls on every target alike
@@ -86,9 +104,12 @@ struct RunArgs {
     /// Closed-loop concurrencies (connections), non-streaming
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
-    /// Closed-loop concurrency of the streaming scenario
+    /// Closed-loop concurrency of the streaming scenarios
     #[arg(long, default_value_t = 32)]
     stream_concurrency: usize,
+    /// Closed-loop concurrency of the doors' non-streaming scenarios
+    #[arg(long, default_value_t = 64)]
+    door_concurrency: usize,
     /// Idle streams to hold open (fewer if the open-file limit does not allow them)
     #[arg(long, default_value_t = 10_000)]
     idle_streams: usize,
@@ -121,6 +142,12 @@ struct DriveArgs {
     /// Ask for streams instead of whole answers
     #[arg(long)]
     stream: bool,
+    /// The door: chat, messages or responses
+    #[arg(long, default_value = "chat")]
+    door: String,
+    /// Send this client key as a bearer token
+    #[arg(long)]
+    key: Option<String>,
     /// Stop after this many requests in all (spread over the connections) instead of after
     /// `duration`: a fixed amount of work, for instruction counts under callgrind
     #[arg(long)]
@@ -254,11 +281,38 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
             "closed" => plan.extend(
                 args.concurrency
                     .iter()
-                    .map(|&concurrency| Scenario::Closed { concurrency }),
+                    .map(|&concurrency| Scenario::Closed {
+                        concurrency,
+                        door: Door::Chat,
+                    }),
             ),
-            "stream" => plan.push(Scenario::Stream {
+            "stream" | "stream-burst" => plan.push(Scenario::Stream {
                 concurrency: args.stream_concurrency,
+                door: Door::Chat,
+                burst: s == "stream-burst",
             }),
+            "messages-closed" | "responses-closed" => plan.push(Scenario::Closed {
+                concurrency: args.door_concurrency,
+                door: door_of(s),
+            }),
+            "messages-stream" | "responses-stream" => plan.push(Scenario::Stream {
+                concurrency: args.stream_concurrency,
+                door: door_of(s),
+                burst: false,
+            }),
+            "doors" => {
+                for door in [Door::Messages, Door::Responses] {
+                    plan.push(Scenario::Closed {
+                        concurrency: args.door_concurrency,
+                        door,
+                    });
+                    plan.push(Scenario::Stream {
+                        concurrency: args.stream_concurrency,
+                        door,
+                        burst: false,
+                    });
+                }
+            }
             "idle" => plan.push(Scenario::Idle { count: idle_count }),
             other => return Err(format!("unknown scenario `{other}`")),
         }
@@ -267,20 +321,45 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
     let dir = Workdir::create(args.keep)?;
     let (upstream_proc, upstream_addr) = targets::start_upstream()?;
     let proxy_core = pinning.pinned.then_some(args.proxy_core);
+    // One Redis for every Redis target, on the proxy's core, started only when one is asked for.
+    let redis = if args.targets.iter().any(|t| t.starts_with("tollgate-redis")) {
+        if !procfs::on_path(&args.redis_server.to_string_lossy()) {
+            return Err(format!(
+                "{} not found: the tollgate-redis targets need it (apt-get install redis-server)",
+                args.redis_server.display()
+            ));
+        }
+        let (proc, addr) = targets::start_redis(&args.redis_server, &dir, proxy_core).await?;
+        notes.push(format!(
+            "tollgate-redis*: `state.store: redis` at one `redis-server` on {addr} (no persistence), pinned to the proxy core with the replicas — its CPU is in \"other on proxy core\"; on 2 cores three replicas and Redis share one core, so that row measures their contention, not scaling; tollgate-redis3's CPU is its three processes', its memory the first one's"
+        ));
+        Some((proc, addr))
+    } else {
+        None
+    };
     let mut targets: Vec<Target> = Vec::new();
     for name in &args.targets {
         let target = match name.as_str() {
             "direct" => Target::direct(upstream_addr),
-            "tollgate" | "tollgate-quiet" | "tollgate-h2c" | "tollgate-dashboard" => {
-                if !args.tollgate.exists() {
+            "tollgate" | "tollgate-quiet" | "tollgate-h2c" | "tollgate-dashboard"
+            | "tollgate-base" | "tollgate-key" | "tollgate-limits" | "tollgate-redis"
+            | "tollgate-redis3" => {
+                let binary = match (name.as_str(), &args.tollgate_base) {
+                    ("tollgate-base", Some(base)) => base,
+                    ("tollgate-base", None) => {
+                        return Err("the target tollgate-base needs --tollgate-base PATH".into())
+                    }
+                    _ => &args.tollgate,
+                };
+                if !binary.exists() {
                     return Err(format!(
                         "{} not found: build it first (cargo build --release)",
-                        args.tollgate.display()
+                        binary.display()
                     ));
                 }
                 let spec = TollgateSpec {
                     name,
-                    binary: &args.tollgate,
+                    binary,
                     log_level: if name == "tollgate-quiet" {
                         "warn"
                     } else {
@@ -288,6 +367,19 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
                     },
                     http2_only: name == "tollgate-h2c",
                     dashboard: name == "tollgate-dashboard",
+                    client_key: matches!(
+                        name.as_str(),
+                        "tollgate-key" | "tollgate-limits" | "tollgate-redis" | "tollgate-redis3"
+                    ),
+                    limits: matches!(
+                        name.as_str(),
+                        "tollgate-limits" | "tollgate-redis" | "tollgate-redis3"
+                    ),
+                    redis: match name.as_str() {
+                        "tollgate-redis" | "tollgate-redis3" => redis.as_ref().map(|r| r.1),
+                        _ => None,
+                    },
+                    replicas: if name == "tollgate-redis3" { 3 } else { 1 },
                 };
                 targets::start_tollgate(&spec, &dir, upstream_addr, proxy_core).await?
             }
@@ -321,7 +413,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
     };
     let idle_rss: Vec<(String, Option<u64>)> = targets
         .iter()
-        .filter(|t| t.process.is_some())
+        .filter(|t| !t.processes.is_empty())
         .map(|t| (t.name.clone(), t.idle_rss_kib))
         .collect();
 
@@ -336,8 +428,11 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
         };
         for round in 1..=rounds {
             for target in &targets {
-                if matches!(scenario, Scenario::Idle { .. }) && target.process.is_none() {
+                if matches!(scenario, Scenario::Idle { .. }) && target.processes.is_empty() {
                     continue; // no proxy memory to weigh
+                }
+                if scenario.needs_gateway() && !target.gateway {
+                    continue; // only tollgate has the Messages and Responses doors
                 }
                 eprintln!(
                     "bench: {scenario} → {} (round {round} of {rounds}) …",
@@ -377,6 +472,7 @@ async fn run_inner(args: RunArgs, pinning: Pinning) -> Result<(), String> {
         }
     }
     drop(targets);
+    drop(redis);
     drop(upstream_proc);
 
     let ctx = report::Context {
@@ -444,19 +540,47 @@ fn revision() -> String {
     }
 }
 
+/// The door a scenario name (`messages-…`, `responses-…`) or `--door` value names.
+fn door_of(name: &str) -> Door {
+    if name.starts_with("messages") {
+        Door::Messages
+    } else if name.starts_with("responses") {
+        Door::Responses
+    } else {
+        Door::Chat
+    }
+}
+
 async fn drive(args: DriveArgs) -> ExitCode {
-    let load = Arc::new(client::Load {
-        addr: args.addr,
-        body: scenario::request_body(
+    let door = door_of(&args.door);
+    if door == Door::Chat && args.door != "chat" {
+        eprintln!(
+            "drive: unknown door `{}` (chat, messages, responses)",
+            args.door
+        );
+        return ExitCode::FAILURE;
+    }
+    let stream = args.stream || args.idle.is_some();
+    let load = Arc::new(client::Load::new(
+        vec![args.addr],
+        door.path(),
+        scenario::request_headers(door, args.key.as_deref()),
+        scenario::request_body(
+            door,
             args.model.as_deref().unwrap_or(if args.idle.is_some() {
                 "up:idle"
             } else {
                 "up:m"
             }),
-            args.stream || args.idle.is_some(),
+            stream,
         ),
-        stream: args.stream,
-    });
+        // An idle stream is held, never finished: its ending is not checked.
+        if args.idle.is_some() {
+            client::Ending::Any
+        } else {
+            door.ending(args.stream)
+        },
+    ));
     if let Some(count) = args.idle {
         let held = client::hold_idle(&load, count, 200).await;
         println!(

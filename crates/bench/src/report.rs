@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::scenario::{Measurement, Scenario};
+use crate::scenario::{Door, Measurement, Scenario};
 use crate::stats::ms;
 
 /// Everything about a run that is not a measurement.
@@ -142,7 +142,7 @@ pub fn render(ctx: &Context, results: &[Measurement]) -> String {
 
     let checks = checks(ctx, results);
     if !checks.is_empty() {
-        let _ = writeln!(w, "\n#### Issue 7 targets\n");
+        let _ = writeln!(w, "\n#### Targets\n");
         let _ = writeln!(w, "| target | goal | measured | met |");
         let _ = writeln!(w, "|---|---|---|---|");
         for c in checks {
@@ -215,10 +215,22 @@ fn checks(ctx: &Context, results: &[Measurement]) -> Vec<Check> {
         names.dedup();
         names
     };
-    let c64 = Scenario::Closed { concurrency: 64 };
+    let c64 = Scenario::Closed {
+        concurrency: 64,
+        door: Door::Chat,
+    };
     let open1k = Scenario::Open { rate: 1000 };
-    let s32 = Scenario::Stream { concurrency: 32 };
-    for g in gateways {
+    let s32 = Scenario::Stream {
+        concurrency: 32,
+        door: Door::Chat,
+        burst: false,
+    };
+    let b32 = Scenario::Stream {
+        concurrency: 32,
+        door: Door::Chat,
+        burst: true,
+    };
+    for &g in &gateways {
         if let (Some(t), Some(n)) = (find(results, c64, g), find(results, c64, "nginx")) {
             let ratio = t.throughput() / n.throughput();
             out.push(Check {
@@ -262,7 +274,7 @@ fn checks(ctx: &Context, results: &[Measurement]) -> Vec<Check> {
         if let (Some(t), Some(n)) = (find(results, s32, g), find(results, s32, "nginx")) {
             let ratio = t.throughput() / n.throughput();
             out.push(Check {
-                what: format!("{g}: streams/s at c=32 vs nginx"),
+                what: format!("{g}: paced streams/s at c=32 vs nginx"),
                 goal: "≥ 0.8×",
                 measured: format!(
                     "{ratio:.2}× ({:.0} vs {:.0} streams/s)",
@@ -319,6 +331,133 @@ fn checks(ctx: &Context, results: &[Measurement]) -> Vec<Check> {
                 });
             }
         }
+        // Streams at wire speed: CPU per stream against nginx, paced and in bursts.
+        if let Some(c) = cpu_ratio(results, (s32, g), (s32, "nginx"), "≤ 1.2×", 1.2) {
+            out.push(c.named(format!("{g}: paced stream c=32 CPU per stream vs nginx")));
+        }
+        if let (Some(t), Some(n)) = (find(results, b32, g), find(results, b32, "nginx")) {
+            let ratio = t.throughput() / n.throughput();
+            out.push(Check {
+                what: format!("{g}: burst streams/s at c=32 vs nginx"),
+                goal: "≥ 0.8×",
+                measured: format!(
+                    "{ratio:.2}× ({:.0} vs {:.0} streams/s)",
+                    t.throughput(),
+                    n.throughput()
+                ),
+                met: Some(ratio >= 0.8),
+            });
+        }
+        if let Some(c) = cpu_ratio(results, (b32, g), (b32, "nginx"), "≤ 1.5×", 1.5) {
+            out.push(c.named(format!("{g}: burst stream c=32 CPU per stream vs nginx")));
+        }
+        // Doors: translation's CPU over the chat door's pass-through, same kind of load.
+        for m in results.iter().filter(|m| m.target == g) {
+            let chat = match m.scenario {
+                Scenario::Closed { concurrency, door } if door != Door::Chat => Scenario::Closed {
+                    concurrency,
+                    door: Door::Chat,
+                },
+                Scenario::Stream {
+                    concurrency,
+                    door,
+                    burst,
+                } if door != Door::Chat => Scenario::Stream {
+                    concurrency,
+                    door: Door::Chat,
+                    burst,
+                },
+                _ => continue,
+            };
+            if let Some(c) = cpu_ratio(results, (m.scenario, g), (chat, g), "≤ 1.2×", 1.2) {
+                out.push(c.named(format!(
+                    "{g}: {} CPU per request vs the chat door",
+                    m.scenario
+                )));
+            }
+        }
+    }
+    // Limits: the same key with and without limits (memory store).
+    if let Some(c) = cpu_ratio(
+        results,
+        (c64, "tollgate-limits"),
+        (c64, "tollgate-key"),
+        "≤ 1.05×",
+        1.05,
+    ) {
+        out.push(c.named("tollgate-limits: c=64 CPU per request vs tollgate-key".into()));
+    }
+    if let (Some(one), Some(three)) = (
+        find(results, c64, "tollgate-redis"),
+        find(results, c64, "tollgate-redis3"),
+    ) {
+        out.push(Check {
+            what: "tollgate-redis3 (3 replicas) vs tollgate-redis (1): c=64 req/s".into(),
+            goal: "measured (2 cores: contention)",
+            measured: format!(
+                "{:.2}× ({:.0} vs {:.0} req/s)",
+                three.throughput() / one.throughput(),
+                three.throughput(),
+                one.throughput()
+            ),
+            met: None,
+        });
+    }
+    // The edge guard: the current binary against an earlier one, within 5 %.
+    for scenario in [c64, s32, b32] {
+        if let (Some(now), Some(base)) = (
+            find(results, scenario, "tollgate"),
+            find(results, scenario, "tollgate-base"),
+        ) {
+            let ratio = now.throughput() / base.throughput();
+            out.push(Check {
+                what: format!("tollgate vs tollgate-base: {scenario} req/s"),
+                goal: "≥ 0.95×",
+                measured: format!(
+                    "{ratio:.2}× ({:.0} vs {:.0})",
+                    now.throughput(),
+                    base.throughput()
+                ),
+                met: Some(ratio >= 0.95),
+            });
+        }
+        if let Some(c) = cpu_ratio(
+            results,
+            (scenario, "tollgate"),
+            (scenario, "tollgate-base"),
+            "≤ 1.05×",
+            1.05,
+        ) {
+            out.push(c.named(format!(
+                "tollgate vs tollgate-base: {scenario} CPU per request"
+            )));
+        }
     }
     out
+}
+
+/// CPU per request of `(scenario, target)` against another's, checked against `max`.
+fn cpu_ratio(
+    results: &[Measurement],
+    (scenario, target): (Scenario, &str),
+    (ref_scenario, ref_target): (Scenario, &str),
+    goal: &'static str,
+    max: f64,
+) -> Option<Check> {
+    let t = find(results, scenario, target)?.cpu_us_per_request()?;
+    let r = find(results, ref_scenario, ref_target)?.cpu_us_per_request()?;
+    let ratio = t / r;
+    Some(Check {
+        what: String::new(),
+        goal,
+        measured: format!("{ratio:.2}× ({t:.1} vs {r:.1} µs)"),
+        met: Some(ratio <= max),
+    })
+}
+
+impl Check {
+    fn named(mut self, what: String) -> Check {
+        self.what = what;
+        self
+    }
 }

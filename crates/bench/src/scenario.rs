@@ -6,11 +6,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
-use crate::client::{self, Load, Pool, Tally};
+use crate::client::{self, Ending, Load, Pool, Tally};
 use crate::procfs;
 use crate::stats::Summary;
 use crate::targets::Target;
+
+/// The front protocol a request is sent in. The fake upstream answers chat.completions
+/// whatever the door, so the Messages and Responses doors measure tollgate's translation
+/// both ways on top of the same hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `POST /v1/chat/completions`: passed through to an OpenAI-compatible backend.
+    Chat,
+    /// `POST /v1/messages` (Anthropic Messages), translated to chat.completions and back.
+    Messages,
+    /// `POST /v1/responses` (OpenAI Responses), translated to chat.completions and back.
+    Responses,
+}
+
+impl Door {
+    pub fn path(self) -> &'static str {
+        match self {
+            Door::Chat => "/v1/chat/completions",
+            Door::Messages => "/v1/messages",
+            Door::Responses => "/v1/responses",
+        }
+    }
+
+    /// How a successful answer of this door ends: a stream's last event, or a field only a
+    /// finished whole answer has.
+    pub fn ending(self, stream: bool) -> Ending {
+        match (self, stream) {
+            (Door::Chat, true) => Ending::EndsWith(b"data: [DONE]\n\n"),
+            (Door::Chat, false) => Ending::Any,
+            (Door::Messages, true) => Ending::Contains(b"event: message_stop"),
+            (Door::Messages, false) => Ending::Contains(br#""stop_reason":"end_turn""#),
+            (Door::Responses, true) => Ending::Contains(b"event: response.completed"),
+            (Door::Responses, false) => Ending::Contains(br#""status":"completed""#),
+        }
+    }
+}
 
 /// One kind of load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,22 +55,54 @@ pub enum Scenario {
     /// Non-streaming requests at a fixed rate; latency from the scheduled send time.
     Open { rate: u64 },
     /// Non-streaming requests on a fixed number of connections, back to back.
-    Closed { concurrency: usize },
-    /// Streams of 20 chunks on a fixed number of connections, back to back.
-    Stream { concurrency: usize },
+    Closed { concurrency: usize, door: Door },
+    /// Streams of 20 chunks on a fixed number of connections, back to back: paced (one
+    /// upstream write per event) or, with `burst`, the whole stream in one upstream write.
+    Stream {
+        concurrency: usize,
+        door: Door,
+        burst: bool,
+    },
     /// Streams opened and held silent, to weigh what each open stream costs.
     Idle { count: usize },
 }
 
+impl Scenario {
+    /// Whether the scenario needs a gateway: only tollgate has the Messages and Responses
+    /// doors (the upstream, and nginx in front of it, speak chat.completions only).
+    pub fn needs_gateway(self) -> bool {
+        matches!(
+            self,
+            Scenario::Closed { door, .. } | Scenario::Stream { door, .. } if door != Door::Chat
+        )
+    }
+}
+
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let door = |door: &Door| match door {
+            Door::Chat => "",
+            Door::Messages => ", Messages door",
+            Door::Responses => ", Responses door",
+        };
         match self {
             Scenario::Open { rate } => write!(f, "open loop {rate} req/s"),
-            Scenario::Closed { concurrency } => write!(f, "closed loop c={concurrency}"),
-            Scenario::Stream { concurrency } => write!(
+            Scenario::Closed {
+                concurrency,
+                door: d,
+            } => {
+                write!(f, "closed loop c={concurrency}{}", door(d))
+            }
+            Scenario::Stream {
+                concurrency,
+                door: d,
+                burst,
+            } => write!(
                 f,
-                "stream c={concurrency}, {} chunks",
-                crate::upstream::STREAM_CHUNKS
+                "stream c={concurrency}, {} chunks{}{}",
+                crate::upstream::STREAM_CHUNKS,
+                if *burst { " in one burst" } else { "" },
+                door(d)
             ),
             Scenario::Idle { count } => write!(f, "{count} idle streams"),
         }
@@ -186,15 +255,22 @@ impl Bench {
             procfs::reset_peak(pid);
         }
         let stream = !matches!(scenario, Scenario::Open { .. } | Scenario::Closed { .. });
-        let model = match scenario {
-            Scenario::Idle { .. } => format!("{}{}", target.prefix, crate::upstream::IDLE_MODEL),
-            _ => format!("{}m", target.prefix),
+        let (door, upstream_model) = match scenario {
+            Scenario::Idle { .. } => (Door::Chat, crate::upstream::IDLE_MODEL),
+            Scenario::Stream {
+                door, burst: true, ..
+            } => (door, crate::upstream::BURST_MODEL),
+            Scenario::Closed { door, .. } | Scenario::Stream { door, .. } => (door, "m"),
+            Scenario::Open { .. } => (Door::Chat, "m"),
         };
-        let load = Arc::new(Load {
-            addr: target.addr,
-            body: request_body(&model, stream),
-            stream,
-        });
+        let model = format!("{}{upstream_model}", target.prefix);
+        let load = Arc::new(Load::new(
+            target.addrs.clone(),
+            door.path(),
+            request_headers(door, target.client_key),
+            request_body(door, &model, stream),
+            door.ending(stream),
+        ));
         if let Scenario::Idle { count } = scenario {
             return self.measure_idle(count, target, &load).await;
         }
@@ -207,7 +283,7 @@ impl Bench {
                 let tally = client::open(&load, &pool, rate, self.duration, self.max_conns).await;
                 (before, tally, self.snapshot(target))
             }
-            Scenario::Closed { concurrency } | Scenario::Stream { concurrency } => {
+            Scenario::Closed { concurrency, .. } | Scenario::Stream { concurrency, .. } => {
                 let mut conns = Vec::new();
                 client::closed(&load, &mut conns, concurrency, self.warmup, None).await;
                 let before = self.snapshot(target);
@@ -296,12 +372,39 @@ impl Bench {
     }
 }
 
-/// A small, realistic chat request.
-pub fn request_body(model: &str, stream: bool) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"Say hello in one short sentence."}}],"max_tokens":64,"temperature":0.2{}}}"#,
-        if stream { r#","stream":true"# } else { "" }
-    ))
+/// A small, realistic request in the door's protocol, the same conversation in each: a
+/// system prompt, one user turn, 64 output tokens at most.
+pub fn request_body(door: Door, model: &str, stream: bool) -> Bytes {
+    let stream = if stream { r#","stream":true"# } else { "" };
+    Bytes::from(match door {
+        Door::Chat => format!(
+            r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"Say hello in one short sentence."}}],"max_tokens":64,"temperature":0.2{stream}}}"#
+        ),
+        Door::Messages => format!(
+            r#"{{"model":"{model}","max_tokens":64,"system":"You are a helpful assistant.","messages":[{{"role":"user","content":"Say hello in one short sentence."}}],"temperature":0.2{stream}}}"#
+        ),
+        Door::Responses => format!(
+            r#"{{"model":"{model}","instructions":"You are a helpful assistant.","input":"Say hello in one short sentence.","max_output_tokens":64,"temperature":0.2{stream}}}"#
+        ),
+    })
+}
+
+/// The headers a client of the door sends beyond the body's: Anthropic's SDKs always send
+/// `anthropic-version`; a target with client keys gets its key as a bearer token.
+pub fn request_headers(door: Door, client_key: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    if door == Door::Messages {
+        headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        ));
+    }
+    if let Some(key) = client_key {
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {key}")) {
+            headers.push((AUTHORIZATION, value));
+        }
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -311,7 +414,10 @@ mod tests {
     fn round(latencies: Vec<u64>, secs: u64, cpu: f64) -> Measurement {
         let mut samples = latencies.clone();
         Measurement {
-            scenario: Scenario::Closed { concurrency: 1 },
+            scenario: Scenario::Closed {
+                concurrency: 1,
+                door: Door::Chat,
+            },
             target: "t".into(),
             ok: latencies.len(),
             errors: 0,
@@ -349,13 +455,49 @@ mod tests {
 
     #[test]
     fn request_bodies_are_json_the_upstream_recognizes() {
-        let body = request_body("up:idle", true);
-        let text = std::str::from_utf8(&body).expect("utf-8");
-        assert!(text.starts_with('{') && text.ends_with('}'));
-        assert!(text.contains(r#""model":"up:idle""#));
-        assert!(text.contains(r#""stream":true"#));
-        assert!(!std::str::from_utf8(&request_body("m", false))
-            .expect("utf-8")
-            .contains("stream"));
+        for door in [Door::Chat, Door::Messages, Door::Responses] {
+            let body = request_body(door, "up:idle", true);
+            let text = std::str::from_utf8(&body).expect("utf-8");
+            assert!(text.starts_with('{') && text.ends_with('}'), "{door:?}");
+            assert!(text.contains(r#""model":"up:idle""#), "{door:?}");
+            assert!(text.contains(r#""stream":true"#), "{door:?}");
+            assert!(!std::str::from_utf8(&request_body(door, "m", false))
+                .expect("utf-8")
+                .contains("stream"));
+        }
+    }
+
+    #[test]
+    fn each_door_checks_its_own_ending() {
+        let chat = Door::Chat.ending(true);
+        assert!(chat.seen_in(b"data: {}\n\ndata: [DONE]\n\n"));
+        assert!(!chat.seen_in(b"data: [DONE]\n\nevent: error\ndata: {}\n\n"));
+        let messages = Door::Messages.ending(true);
+        assert!(messages.seen_in(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        assert!(!messages.seen_in(b"event: error\ndata: {}\n\n"));
+        let responses = Door::Responses.ending(true);
+        assert!(responses.seen_in(b"event: response.completed\ndata: {}\n\n"));
+        assert!(!responses.seen_in(b"event: response.failed\ndata: {}\n\n"));
+        assert!(Door::Responses
+            .ending(false)
+            .seen_in(br#"{"object":"response","status":"completed"}"#));
+        assert!(!Door::Messages
+            .ending(false)
+            .seen_in(br#"{"type":"message","stop_reason":"max_tokens"}"#));
+    }
+
+    #[test]
+    fn only_the_other_doors_need_a_gateway() {
+        let chat = Scenario::Stream {
+            concurrency: 32,
+            door: Door::Chat,
+            burst: true,
+        };
+        let messages = Scenario::Closed {
+            concurrency: 64,
+            door: Door::Messages,
+        };
+        assert!(!chat.needs_gateway() && messages.needs_gateway());
+        assert!(!Scenario::Open { rate: 1000 }.needs_gateway());
     }
 }

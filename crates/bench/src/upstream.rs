@@ -4,8 +4,12 @@
 //! It runs as its own process (`tollgate-bench upstream`) on the load generator's core, and
 //! decides what to answer from the request body alone, because the gateway rebuilds the
 //! request's headers: `"stream":true` asks for an SSE stream of [`STREAM_CHUNKS`] chunks and
-//! `[DONE]`; the model `idle` asks for a stream that sends one chunk and then stays silent
-//! until the client goes away (the many-idle-streams scenario).
+//! `[DONE]`, one write per event (as a model server sends tokens one at a time); the model
+//! `burst` asks for the same stream in one write (as a batching server such as vLLM or NIM
+//! under load sends what it has buffered); the model `idle` asks for a stream that sends one
+//! chunk and then stays silent until the client goes away (the many-idle-streams scenario).
+//! The body is all it reads, so a request translated by the gateway from another door
+//! (Anthropic Messages, OpenAI Responses) gets the same chat.completions answers.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -28,6 +32,9 @@ pub const STREAM_CHUNKS: usize = 20;
 /// The model name that asks for an idle stream.
 pub const IDLE_MODEL: &str = "idle";
 
+/// The model name that asks for the whole stream in one write.
+pub const BURST_MODEL: &str = "burst";
+
 /// A non-streamed chat completion of a realistic size (~330 bytes).
 const COMPLETION: &str = concat!(
     r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"m","#,
@@ -36,7 +43,7 @@ const COMPLETION: &str = concat!(
     r#""usage":{"prompt_tokens":24,"completion_tokens":12,"total_tokens":36}}"#
 );
 
-const MODELS: &str = r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"bench"},{"id":"idle","object":"model","owned_by":"bench"}]}"#;
+const MODELS: &str = r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"bench"},{"id":"idle","object":"model","owned_by":"bench"},{"id":"burst","object":"model","owned_by":"bench"}]}"#;
 
 /// The events of one streamed answer, built once: content chunks, a final chunk with
 /// `finish_reason` and usage, then `[DONE]`.
@@ -74,6 +81,7 @@ pub fn run(port: u16) -> std::io::Result<()> {
         writeln!(out, "{port}")?;
         out.flush()?;
         let events: Arc<[Bytes]> = stream_events().into();
+        let burst = Bytes::from(events.concat());
         // HTTP/1.1, and h2c for a gateway told to speak HTTP/2 to its backend.
         let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // The idle-streams scenario holds 10,000 streams, which an h2c gateway multiplexes.
@@ -89,8 +97,9 @@ pub fn run(port: u16) -> std::io::Result<()> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let events = events.clone();
-            let service = hyper::service::service_fn(move |req| answer(req, events.clone()));
+            let (events, burst) = (events.clone(), burst.clone());
+            let service =
+                hyper::service::service_fn(move |req| answer(req, events.clone(), burst.clone()));
             let conn = http
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
@@ -104,6 +113,7 @@ pub fn run(port: u16) -> std::io::Result<()> {
 async fn answer(
     req: Request<Incoming>,
     events: Arc<[Bytes]>,
+    burst: Bytes,
 ) -> Result<Response<UpBody>, Infallible> {
     if req.method() == Method::GET && req.uri().path().ends_with("/models") {
         return Ok(respond(
@@ -120,10 +130,22 @@ async fn answer(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let has = |needle: &[u8]| memchr::memmem::find(&body, needle).is_some();
-    let body = if has(br#""model":"idle""#) {
+    let body = chat_body(&body, events, burst);
+    let sse = !matches!(body, UpBody::Full(_));
+    Ok(respond(body, sse))
+}
+
+/// The answer to a chat.completions request body.
+fn chat_body(body: &[u8], events: Arc<[Bytes]>, burst: Bytes) -> UpBody {
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    let stream = has(br#""stream":true"#);
+    if has(br#""model":"idle""#) {
         UpBody::Idle(Some(events[0].clone()))
-    } else if has(br#""stream":true"#) {
+    } else if stream && has(br#""model":"burst""#) {
+        // One data frame of the whole stream: hyper writes it with the response head (or
+        // right after it) in one go, as a batching server flushes what it has.
+        UpBody::Burst(Some(burst))
+    } else if stream {
         UpBody::Events {
             events,
             next: 0,
@@ -131,9 +153,7 @@ async fn answer(
         }
     } else {
         UpBody::Full(Some(Bytes::from_static(COMPLETION.as_bytes())))
-    };
-    let sse = !matches!(body, UpBody::Full(_));
-    Ok(respond(body, sse))
+    }
 }
 
 fn respond(body: UpBody, sse: bool) -> Response<UpBody> {
@@ -151,6 +171,8 @@ fn respond(body: UpBody, sse: bool) -> Response<UpBody> {
 /// The upstream's response bodies.
 enum UpBody {
     Full(Option<Bytes>),
+    /// A whole SSE stream as one frame, with no length announced (chunked, like a stream).
+    Burst(Option<Bytes>),
     /// Each SSE event goes out in its own write, as a model server sends one token at a time:
     /// after an event the body answers `Pending` once (waking itself at once), which makes
     /// hyper flush before the next one.
@@ -172,7 +194,9 @@ impl http_body::Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            UpBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            UpBody::Full(bytes) | UpBody::Burst(bytes) => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
             UpBody::Events {
                 events,
                 next,
@@ -196,7 +220,7 @@ impl http_body::Body for UpBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, UpBody::Full(None))
+        matches!(self, UpBody::Full(None) | UpBody::Burst(None))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -223,5 +247,25 @@ mod tests {
             .windows(6)
             .any(|w| w == b"\"stop\""));
         assert_eq!(&events[STREAM_CHUNKS][..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn the_model_decides_paced_or_burst_and_both_carry_the_same_stream() {
+        let events: Arc<[Bytes]> = stream_events().into();
+        let whole = Bytes::from(events.concat());
+        let body = |model: &str| format!(r#"{{"model":"{model}","stream":true}}"#);
+        match chat_body(body("burst").as_bytes(), events.clone(), whole.clone()) {
+            UpBody::Burst(Some(b)) => assert_eq!(b, whole),
+            _ => panic!("model burst: not one burst"),
+        }
+        assert!(whole.ends_with(b"data: [DONE]\n\n"));
+        assert!(matches!(
+            chat_body(body("m").as_bytes(), events.clone(), whole.clone()),
+            UpBody::Events { next: 0, .. }
+        ));
+        assert!(matches!(
+            chat_body(br#"{"model":"burst"}"#, events, whole),
+            UpBody::Full(Some(_))
+        ));
     }
 }
