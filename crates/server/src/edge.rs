@@ -366,14 +366,17 @@ impl Edge {
                     None => http2.keep_alive_interval(None),
                 };
                 let served = http2.serve_connection(io, service);
-                drive(
+                // Boxed: an HTTP/2 connection's state is far larger than an HTTP/1.1 one's,
+                // and an async fn's state is as large as its largest arm, so unboxed every
+                // HTTP/1.1 connection would carry it for its whole life.
+                Box::pin(drive(
                     served,
                     |c| c.graceful_shutdown(),
                     &conn,
                     limits,
                     &mut stage,
                     open,
-                )
+                ))
                 .await
             }
         };
