@@ -374,16 +374,16 @@ impl Gateway {
         } else {
             0
         };
-        let mut limit_headers = HeaderMap::new();
+        // The key's quota state, for `x-ratelimit-*` (written straight into the answer's
+        // headers, else the answering backend's).
+        let mut key_state = None;
         if key_limits.counts() && endpoint != Endpoint::CountTokens {
             match limiter
                 .admit_key(outcome.key.as_deref(), estimate, &self.metrics)
                 .await
             {
                 Ok(admitted) => {
-                    if let Some(state) = admitted.state {
-                        limits::headers(&state, &mut limit_headers);
-                    }
+                    key_state = admitted.state;
                     if let Some(reservation) = admitted.reservation {
                         outcome.reservations.push((reservation, estimate));
                     }
@@ -413,9 +413,9 @@ impl Gateway {
         if !stream {
             let mut dispatched = pending.await;
             outcome.dispatched(&mut dispatched);
-            backend_limit_headers(&mut limit_headers, &dispatched);
+            let limit_state = key_state.or(dispatched.limit_state);
             let mut resp = answer_whole(outcome, &reply, dispatched.result);
-            resp.headers_mut().extend(limit_headers);
+            limit_headers(limit_state, resp.headers_mut());
             if let Some(claim) = claim {
                 remember(claim, &resp);
             }
@@ -429,7 +429,7 @@ impl Gateway {
         match tokio::time::timeout(wait, &mut pending).await {
             Ok(mut dispatched) => {
                 outcome.dispatched(&mut dispatched);
-                backend_limit_headers(&mut limit_headers, &dispatched);
+                let limit_state = key_state.or(dispatched.limit_state);
                 match dispatched.result {
                     Ok(Answer {
                         headers,
@@ -437,7 +437,7 @@ impl Gateway {
                         wire,
                     }) => {
                         let mut headers = tollgate_headers(headers, &outcome);
-                        headers.extend(limit_headers);
+                        limit_headers(limit_state, &mut headers);
                         outcome.status = 200;
                         crate::dashboard::committed(&outcome, false);
                         let relay = Relay::streaming(first, rest, wire, reply, settings, outcome);
@@ -446,7 +446,7 @@ impl Gateway {
                     // The upstream ignored `stream`: pass its whole answer on.
                     whole => {
                         let mut resp = answer_whole(outcome, &reply, whole);
-                        resp.headers_mut().extend(limit_headers);
+                        limit_headers(limit_state, resp.headers_mut());
                         resp
                     }
                 }
@@ -455,7 +455,9 @@ impl Gateway {
                 outcome.status = 200;
                 crate::dashboard::committed(&outcome, true);
                 let relay = Relay::waiting(pending, reply, settings, outcome);
-                sse_response(limit_headers, relay)
+                let mut headers = HeaderMap::new();
+                limit_headers(key_state, &mut headers);
+                sse_response(headers, relay)
             }
         }
     }
@@ -624,12 +626,10 @@ fn native_headers(door: Protocol, headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The answering backend's `x-ratelimit-*` state, when the key's own gave none.
-fn backend_limit_headers(headers: &mut HeaderMap, dispatched: &crate::dispatch::Dispatched) {
-    if headers.is_empty() {
-        if let Some(state) = &dispatched.limit_state {
-            limits::headers(state, headers);
-        }
+/// `x-ratelimit-*` for the key's state, else the answering backend's.
+fn limit_headers(state: Option<tollgate_store::ScopeState>, headers: &mut HeaderMap) {
+    if let Some(state) = state {
+        limits::headers(&state, headers);
     }
 }
 

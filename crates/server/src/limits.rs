@@ -360,37 +360,95 @@ pub fn output_cap(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -
     }
 }
 
-/// OpenAI's `x-ratelimit-*` headers for a scope's state.
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants and numbers are
+/// written straight into header values: this runs on every limited request.
 pub fn headers(state: &ScopeState, out: &mut HeaderMap) {
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            out.insert(HeaderName::from_static(name), v);
-        }
+    let reset = |d: Duration| {
+        HeaderValue::try_from(duration_text(d)).unwrap_or(HeaderValue::from_static("0s"))
     };
     if let Some(q) = state.requests {
-        set("x-ratelimit-limit-requests", q.limit.to_string());
-        set("x-ratelimit-remaining-requests", q.remaining.to_string());
-        set("x-ratelimit-reset-requests", duration_text(q.reset));
+        out.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit));
+        out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
+        out.insert(RESET_REQUESTS, reset(q.reset));
     }
     if let Some(q) = state.tokens.or(state.tokens_today) {
-        set("x-ratelimit-limit-tokens", q.limit.to_string());
-        set("x-ratelimit-remaining-tokens", q.remaining.to_string());
-        set("x-ratelimit-reset-tokens", duration_text(q.reset));
+        out.insert(LIMIT_TOKENS, HeaderValue::from(q.limit));
+        out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
+        out.insert(RESET_TOKENS, reset(q.reset));
     }
 }
 
-/// A duration as OpenAI writes it: `120ms`, `6s`, `1m30s`, `7h2m0s`.
+/// A duration as OpenAI writes it: `120ms`, `6s`, `1m30s`, `7h2m0s` (whole seconds rounded
+/// up). Written by hand into a stack buffer: `format!` costs several times more, on every
+/// limited request.
 pub fn duration_text(d: Duration) -> String {
+    let mut text = Text::default();
     let ms = d.as_millis();
     if ms < 1000 {
-        return format!("{ms}ms");
+        text.number(ms as u64);
+        text.push(b"ms");
+    } else {
+        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        if h > 0 {
+            text.number(h);
+            text.push(b"h");
+        }
+        if h > 0 || m > 0 {
+            text.number(m);
+            text.push(b"m");
+        }
+        text.number(s);
+        text.push(b"s");
     }
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
+    text.into_string()
+}
+
+/// A short ASCII text built in place: `u64::MAX` hours, minutes and seconds fit.
+struct Text {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Text {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    fn into_string(self) -> String {
+        // Only ASCII digits and unit letters were pushed.
+        String::from_utf8_lossy(&self.buf[..self.len]).into_owned()
     }
 }
 
@@ -405,6 +463,15 @@ mod tests {
         assert_eq!(duration_text(Duration::from_millis(6001)), "7s");
         assert_eq!(duration_text(Duration::from_secs(90)), "1m30s");
         assert_eq!(duration_text(Duration::from_secs(7 * 3600 + 120)), "7h2m0s");
+        assert_eq!(duration_text(Duration::ZERO), "0ms");
+        assert_eq!(duration_text(Duration::from_millis(999)), "999ms");
+        assert_eq!(duration_text(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(duration_text(Duration::from_secs(60)), "1m0s");
+        assert_eq!(duration_text(Duration::from_millis(59_500)), "1m0s");
+        assert_eq!(
+            duration_text(Duration::MAX),
+            format!("{}h{}m{}s", u64::MAX / 3600, u64::MAX % 3600 / 60, u64::MAX % 60)
+        );
     }
 
     #[test]

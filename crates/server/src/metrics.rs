@@ -60,6 +60,9 @@ pub struct Metrics {
     inflight: Gauge,
     keepalives: Counter,
     store_up: Gauge,
+    /// `tollgate_budget_remaining_tokens` handles by scope, copied on write like `series`:
+    /// scopes are the configured keys and backends, so the map stays small.
+    budgets: ArcSwap<HashMap<String, Gauge, BuildHasherDefault<Fnv>>>,
 }
 
 /// FNV-1a: the series cache hashes a short key once per request; SipHash's protection against
@@ -195,6 +198,7 @@ impl Metrics {
             inflight,
             keepalives,
             store_up,
+            budgets: ArcSwap::from_pointee(HashMap::default()),
         };
         metrics.describe();
         metrics
@@ -510,15 +514,23 @@ impl Metrics {
 
     /// Tokens left today in a scope with a `tokens_per_day` budget.
     pub fn budget_remaining(&self, scope: &str, remaining: u64) {
-        self.recorder
-            .register_gauge(
-                &Key::from_parts(
-                    "tollgate_budget_remaining_tokens",
-                    vec![Label::new("scope", scope.to_owned())],
-                ),
-                &META,
-            )
-            .set(remaining as f64);
+        if let Some(gauge) = self.budgets.load().get(scope) {
+            gauge.set(remaining as f64);
+            return;
+        }
+        let gauge = self.recorder.register_gauge(
+            &Key::from_parts(
+                "tollgate_budget_remaining_tokens",
+                vec![Label::new("scope", scope.to_owned())],
+            ),
+            &META,
+        );
+        gauge.set(remaining as f64);
+        self.budgets.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(scope.to_owned(), gauge.clone());
+            map
+        });
     }
 
     /// Whether the limits store answered its last decision.
