@@ -470,7 +470,12 @@ mod tests {
         assert_eq!(duration_text(Duration::from_millis(59_500)), "1m0s");
         assert_eq!(
             duration_text(Duration::MAX),
-            format!("{}h{}m{}s", u64::MAX / 3600, u64::MAX % 3600 / 60, u64::MAX % 60)
+            format!(
+                "{}h{}m{}s",
+                u64::MAX / 3600,
+                u64::MAX % 3600 / 60,
+                u64::MAX % 60
+            )
         );
     }
 
