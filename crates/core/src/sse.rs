@@ -55,6 +55,9 @@ impl SseEvent {
     /// The event's data: its `data:` lines joined by `\n`, or `None` when it has none
     /// (a comment such as `: keepalive`, or only `event:`/`id:` fields).
     pub fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        if let Some(data) = self.single_data_line() {
+            return Some(std::borrow::Cow::Borrowed(data));
+        }
         let mut found: Option<std::borrow::Cow<'_, [u8]>> = None;
         for line in lines(&self.raw) {
             let Some(value) = line.strip_prefix(b"data") else {
@@ -78,6 +81,19 @@ impl SseEvent {
             });
         }
         found
+    }
+
+    /// The common shape, one `data:` line and the blank line: its value, found with one search
+    /// for the line's end.
+    fn single_data_line(&self) -> Option<&[u8]> {
+        let value = self.raw.strip_prefix(b"data:")?;
+        let end = memchr::memchr2(b'\n', b'\r', value)?;
+        let ending = &value[end..];
+        if !matches!(ending, b"\n\n" | b"\r\n\r\n" | b"\r\r") {
+            return None;
+        }
+        let value = &value[..end];
+        Some(value.strip_prefix(b" ").unwrap_or(value))
     }
 
     /// Whether this is the OpenAI end marker `data: [DONE]`.
@@ -368,6 +384,46 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].raw().len(), event.len());
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_single_data_line_reads_as_the_general_rule_reads_it() {
+        let general = |raw: &[u8]| {
+            // The fast path off: an `id:` line first sends every event through the line loop.
+            let mut with_id = b"id: 1\n".to_vec();
+            with_id.extend_from_slice(raw);
+            SseEvent::from_raw(Bytes::from(with_id))
+                .payload()
+                .map(|p| p.into_owned())
+        };
+        for raw in [
+            &b"data: {\"a\":1}\n\n"[..],
+            b"data:{\"a\":1}\n\n",
+            b"data:  two spaces\n\n",
+            b"data: crlf\r\n\r\n",
+            b"data: cr\r\r",
+            b"data:\n\n",
+            b"data: \n\n",
+            b"data: a\ndata: b\n\n",
+            b"data: a\r\n\n",
+            b"data: [DONE]\n\n",
+        ] {
+            let event = SseEvent::from_raw(Bytes::copy_from_slice(raw));
+            assert_eq!(
+                event.payload().map(|p| p.into_owned()),
+                general(raw),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(SseEvent::from_raw(Bytes::from_static(b"data: x\n\n"))
+            .single_data_line()
+            .is_some());
+        assert!(
+            SseEvent::from_raw(Bytes::from_static(b"data: a\ndata: b\n\n"))
+                .single_data_line()
+                .is_none()
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! costs one scan and no tree.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -110,28 +113,48 @@ pub struct Marks {
     pub finished: bool,
 }
 
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+
 impl Marks {
-    /// One pass over the chunk's quotes: each is looked at once, and only one starting one of
-    /// the three keys is read further (no searcher is built per call).
+    /// A search per key, with searchers built once (building one costs more than searching a
+    /// chunk): most chunks hold `finish_reason` once and the other two not at all.
     pub fn scan(json: &[u8]) -> Marks {
-        let mut marks = Marks::default();
-        for at in memchr::memchr_iter(b'"', json) {
-            let rest = &json[at..];
-            match rest.get(1) {
-                Some(b'u') if rest.starts_with(b"\"usage\"") => {
-                    marks.usage |= value_start(&rest[7..]) == Some(b'{');
-                }
-                Some(b'e') if rest.starts_with(b"\"error\"") => {
-                    marks.error |= value_start(&rest[7..]).is_some_and(|v| v != b'n');
-                }
-                Some(b'f') if rest.starts_with(b"\"finish_reason\"") => {
-                    marks.finished |= value_start(&rest[15..]).is_some_and(|v| v != b'n');
-                }
-                _ => {}
-            }
+        Marks {
+            usage: values_of(&USAGE, json).any(|v| v == b'{'),
+            error: values_of(&ERROR, json).any(|v| v != b'n'),
+            finished: values_of(&FINISH, json).any(|v| v != b'n'),
         }
-        marks
     }
+
+    /// Whether a chunk is OpenAI's extra final chunk for `include_usage`: a `usage` object and
+    /// no choices (no `choices` key, or only empty ones). Found without parsing; a chunk with a
+    /// non-empty `choices` anywhere is never taken for it.
+    pub fn usage_only(json: &[u8]) -> bool {
+        values_of(&USAGE, json).any(|v| v == b'{')
+            && CHOICES.find_iter(json).all(|at| {
+                let after = &json[at + CHOICES.needle().len()..];
+                match value_start(after) {
+                    // Not a key here (no `:`): it says nothing about the choices.
+                    None => true,
+                    Some(b'[') => {
+                        let open = after.iter().position(|&b| b == b'[').unwrap_or(0);
+                        after[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b']')
+                    }
+                    Some(b'n') => true,
+                    Some(_) => false,
+                }
+            })
+    }
+}
+
+/// The first byte of the value after each place `key` stands as a key in `json`.
+fn values_of<'a>(key: &'a Finder<'static>, json: &'a [u8]) -> impl Iterator<Item = u8> + 'a {
+    let len = key.needle().len();
+    key.find_iter(json)
+        .filter_map(move |at| value_start(&json[at + len..]))
 }
 
 /// After a key: the first byte of its value, when a `:` follows (else it was not a key).
@@ -198,7 +221,7 @@ mod tests {
         assert!(Peek::read(br#"{"choices":[],"usage":null}"#).has_no_choices());
     }
 
-    /// The searcher-per-key scan `Marks::scan` replaced, kept as the reference.
+    /// The searcher-per-key scan built per call, kept as the reference.
     fn reference_marks(json: &[u8]) -> Marks {
         let value_after = |key: &'static [u8]| {
             memchr::memmem::find_iter(json, key)
@@ -213,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn the_one_pass_scan_agrees_with_a_search_per_key() {
+    fn the_scan_agrees_with_a_search_built_per_call() {
         let samples: &[&[u8]] = &[
             br#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
             br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
@@ -241,7 +264,7 @@ mod tests {
     proptest::proptest! {
         /// Chunks spliced from the pieces the keys are made of (and of what looks like them).
         #[test]
-        fn the_one_pass_scan_agrees_on_spliced_chunks(
+        fn the_scan_agrees_on_spliced_chunks(
             pieces in proptest::collection::vec(
                 proptest::sample::select(vec![
                     "\"usage\"", "\"error\"", "\"finish_reason\"", ":", " ", "{", "}", "null",
@@ -252,6 +275,34 @@ mod tests {
         ) {
             let chunk = pieces.concat();
             proptest::prop_assert_eq!(Marks::scan(chunk.as_bytes()), reference_marks(chunk.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn the_usage_only_chunk_is_found_as_a_parse_finds_it() {
+        let parsed = |json: &[u8]| {
+            let peek = Peek::read(json);
+            peek.usage.is_some() && peek.has_no_choices()
+        };
+        let samples: &[&[u8]] = &[
+            br#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            br#"{"id":"c","choices":[ ],"usage":{"prompt_tokens":1}}"#,
+            br#"{"id":"c","usage":{"prompt_tokens":1}}"#,
+            br#"{"id":"c","choices":null,"usage":{"prompt_tokens":1}}"#,
+            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            br#"{"choices":[{"delta":{"content":"hi"}}]}"#,
+            br#"{"choices":[],"usage":null}"#,
+            br#"{"choices" : [] , "usage" : { }}"#,
+            br#"{"choices":[{"delta":{"content":""usage":{"}}],"usage":{"prompt_tokens":1}}"#,
+            br#"{"choices":[{"delta":{"content":"choices"}}],"x":1}"#,
+        ];
+        for sample in samples {
+            assert_eq!(
+                Marks::usage_only(sample),
+                parsed(sample),
+                "{}",
+                String::from_utf8_lossy(sample)
+            );
         }
     }
 

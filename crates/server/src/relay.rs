@@ -257,8 +257,10 @@ impl Relay {
                 self.start(dispatched);
             }
         }
+        let mut took = false;
         if let Some(event) = self.queued.take() {
             self.take_in(event);
+            took = true;
         }
         // Everything the upstream already sent goes into this frame, up to its cap.
         while self.gather.len() < MAX_FRAME {
@@ -267,7 +269,10 @@ impl Relay {
             };
             match events.as_mut().poll_next(cx) {
                 Poll::Pending => break,
-                Poll::Ready(Some(Ok(event))) => self.take_in(event),
+                Poll::Ready(Some(Ok(event))) => {
+                    self.take_in(event);
+                    took = true;
+                }
                 Poll::Ready(Some(Err(e))) => {
                     let e = self.settings.masker.mask_error(e);
                     self.fail(e, "stream_broken")
@@ -275,8 +280,13 @@ impl Relay {
                 Poll::Ready(None) => self.end_of_stream(),
             }
         }
+        // One reading of the clock for all the events taken in by this poll.
+        let now = took.then(Instant::now);
+        if let Some(now) = now {
+            self.last_event = now;
+        }
         if let Some(frame) = self.gather.take() {
-            self.last_sent = Instant::now();
+            self.last_sent = now.unwrap_or_else(Instant::now);
             return Poll::Ready(Some(Frame::data(frame)));
         }
         if matches!(self.state, State::Finished) {
@@ -359,7 +369,6 @@ impl Relay {
     /// Takes one upstream event into the frame being gathered: as it is, through the
     /// translator, or not at all (an event the gateway asked for itself).
     fn take_in(&mut self, event: SseEvent) {
-        self.last_event = Instant::now();
         crate::dashboard::event(&self.outcome);
         let Some(payload) = event.payload() else {
             // A comment (an upstream's own keepalive): passed on when passing through; a

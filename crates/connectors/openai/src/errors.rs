@@ -49,8 +49,10 @@ pub fn upstream_error(
 /// Whether an event's data is an error frame: a JSON object whose top-level `error` is set.
 /// Most chunks are ruled out by one substring search, without parsing.
 pub(crate) fn is_error_frame(payload: &[u8]) -> bool {
-    memchr::memmem::find(payload, b"\"error\"").is_some()
-        && tollgate_core::Peek::read(payload).error.is_some()
+    // Built once: building a searcher costs more than searching a chunk.
+    static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    ERROR_KEY.find(payload).is_some() && tollgate_core::Peek::read(payload).error.is_some()
 }
 
 /// An error frame that arrived before any data: the upstream refused the request after

@@ -21,12 +21,7 @@ use crate::errors::{early_stream_error, is_error_frame};
 
 /// OpenAI's extra final chunk for `include_usage`: no choices, a usage object.
 fn is_usage_chunk(payload: &[u8]) -> bool {
-    // Most chunks do not mention usage at all: skip the parse for them.
-    if memchr::memmem::find(payload, b"\"usage\"").is_none() {
-        return false;
-    }
-    let peek = tollgate_core::Peek::read(payload);
-    peek.usage.is_some() && peek.has_no_choices()
+    tollgate_core::Marks::usage_only(payload)
 }
 
 /// Wraps an upstream body. Dropping the stream drops the body, which closes the upstream
