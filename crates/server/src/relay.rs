@@ -124,14 +124,16 @@ pub struct Relay {
     /// The backend's protocol (what the events being read are); the door's until known.
     wire: Protocol,
     settings: RelaySettings,
-    /// Fires each keepalive interval; re-armed lazily from `last_sent`.
-    keepalive: Pin<Box<Sleep>>,
+    /// One timer for the three times below, armed at the earliest ([`Relay::next_due`]).
+    /// Each is checked again when it fires, so a time that moved later (an event went out or
+    /// came in since) costs only an early wake and a re-arm, not a timer reset per event.
+    timer: Pin<Box<Sleep>>,
+    /// A keepalive is due `keepalive_interval` after this.
     last_sent: Instant,
     /// `server.request_timeout` for the whole request.
-    deadline: Pin<Box<Sleep>>,
-    /// Fires `max_silent_wait` after the last upstream event; re-armed lazily from
-    /// `last_event`. Keepalives do not count: they are ours, not the upstream's.
-    silence: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// While streaming, the upstream has failed `max_silent_wait` after this. Keepalives do
+    /// not count: they are ours, not the upstream's.
     last_event: Instant,
     seen: Seen,
     gather: Gather,
@@ -174,10 +176,10 @@ impl Relay {
             State::Waiting(_) => now.checked_sub(settings.keepalive_interval).unwrap_or(now),
             _ => now,
         };
-        let keepalive = Box::pin(tokio::time::sleep_until(
-            last_sent + settings.keepalive_interval,
-        ));
-        let silence = Box::pin(tokio::time::sleep_until(now + settings.max_silent_wait));
+        let mut first_due = deadline.min(last_sent + settings.keepalive_interval);
+        if matches!(state, State::Streaming(_)) {
+            first_due = first_due.min(now + settings.max_silent_wait);
+        }
         let closing = Box::pin(settings.closing.closed());
         let mut relay = Relay {
             state,
@@ -186,10 +188,9 @@ impl Relay {
             door,
             wire: wire.unwrap_or(door),
             settings,
-            keepalive,
+            timer: Box::pin(tokio::time::sleep_until(first_due)),
             last_sent,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            silence,
+            deadline,
             last_event: now,
             seen: Seen::default(),
             gather: Gather::default(),
@@ -243,10 +244,9 @@ impl Relay {
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
-        // Checked first, so that a busy stream cannot outlast the shutdown grace.
-        if !matches!(self.state, State::Finished)
-            && (self.closing.as_mut().poll(cx).is_ready() || self.settings.closing.is_closed())
-        {
+        // Checked first, so that a busy stream cannot outlast the shutdown grace (the
+        // signal's future is polled, to be woken by it, only where this poll waits).
+        if !matches!(self.state, State::Finished) && self.settings.closing.is_closed() {
             let e = GatewayError::BackendUnavailable(
                 "tollgate is shutting down: the stream was still open when server.shutdown_grace ended".into(),
             );
@@ -293,41 +293,55 @@ impl Relay {
             return Poll::Ready(None);
         }
 
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            let e = GatewayError::UpstreamTimeout(format!(
-                "the request exceeded server.request_timeout ({}s)",
-                self.settings.request_timeout.as_secs()
-            ));
-            return self.fail_now(e, "request_timeout");
-        }
-        if matches!(self.state, State::Streaming(_)) {
-            while self.silence.as_mut().poll(cx).is_ready() {
-                let due = self.last_event + self.settings.max_silent_wait;
-                if Instant::now() >= due {
-                    let e = GatewayError::UpstreamTimeout(format!(
-                        "the backend sent nothing for failure_handling.max_silent_wait ({}s)",
-                        self.settings.max_silent_wait.as_secs()
-                    ));
-                    return self.fail_now(e, "upstream_silent");
-                }
-                self.silence.as_mut().reset(due);
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.deadline {
+                let e = GatewayError::UpstreamTimeout(format!(
+                    "the request exceeded server.request_timeout ({}s)",
+                    self.settings.request_timeout.as_secs()
+                ));
+                return self.fail_now(e, "request_timeout");
             }
-        }
-        while self.keepalive.as_mut().poll(cx).is_ready() {
-            let due = self.last_sent + self.settings.keepalive_interval;
-            if Instant::now() >= due {
-                self.last_sent = Instant::now();
-                self.keepalive
-                    .as_mut()
-                    .reset(self.last_sent + self.settings.keepalive_interval);
+            if matches!(self.state, State::Streaming(_))
+                && now >= self.last_event + self.settings.max_silent_wait
+            {
+                let e = GatewayError::UpstreamTimeout(format!(
+                    "the backend sent nothing for failure_handling.max_silent_wait ({}s)",
+                    self.settings.max_silent_wait.as_secs()
+                ));
+                return self.fail_now(e, "upstream_silent");
+            }
+            let keepalive_due = now >= self.last_sent + self.settings.keepalive_interval;
+            if keepalive_due {
+                self.last_sent = now;
+            }
+            let due = self.next_due();
+            self.timer.as_mut().reset(due);
+            if keepalive_due {
                 self.outcome.metrics().keepalive();
                 crate::dashboard::keepalive(&self.outcome);
                 return Poll::Ready(Some(Frame::data(self.keepalive_frame())));
             }
-            // Events went out since the timer was armed: wait the rest of the interval.
-            self.keepalive.as_mut().reset(due);
+        }
+        if self.closing.as_mut().poll(cx).is_ready() {
+            let e = GatewayError::BackendUnavailable(
+                "tollgate is shutting down: the stream was still open when server.shutdown_grace ended".into(),
+            );
+            return self.fail_now(e, "shutdown");
         }
         Poll::Pending
+    }
+
+    /// When the timer must fire next: the request's deadline, the next keepalive, and while
+    /// streaming the silence limit, whichever comes first.
+    fn next_due(&self) -> Instant {
+        let due = self
+            .deadline
+            .min(self.last_sent + self.settings.keepalive_interval);
+        match self.state {
+            State::Streaming(_) => due.min(self.last_event + self.settings.max_silent_wait),
+            _ => due,
+        }
     }
 
     /// Dispatch finished after the 200 went out: stream its answer, or end with its error.
@@ -364,6 +378,11 @@ impl Relay {
         };
         self.state = State::Streaming(rest);
         self.queued = Some(first);
+        // The silence limit starts to count: the timer may have to fire sooner.
+        let due = self.next_due();
+        if due < self.timer.deadline() {
+            self.timer.as_mut().reset(due);
+        }
     }
 
     /// Takes one upstream event into the frame being gathered: as it is, through the

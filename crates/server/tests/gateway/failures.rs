@@ -276,6 +276,46 @@ async fn a_silent_stream_is_ended_after_max_silent_wait() {
     );
 }
 
+/// The silence limit shorter than the keepalive interval: the stream ends `max_silent_wait`
+/// after its last event, not at the next keepalive.
+#[tokio::test]
+async fn silence_shorter_than_the_keepalive_interval_ends_the_stream_in_time() {
+    let up = FakeUpstream::start().await;
+    up.push(Answer::Sse {
+        status: 200,
+        steps: vec![
+            Step::Raw(chunk_event("one")),
+            Step::Pause(Duration::from_millis(600)),
+            Step::Raw(chunk_event("two")),
+        ],
+        end: StreamEnd::Hang,
+    });
+    let gw = start(&format!(
+        "{}failure_handling:\n  keepalive_interval: 10\n  max_silent_wait: 1\n",
+        openai_backend(&up.url())
+    ))
+    .await;
+    let started = Instant::now();
+    let r = post(
+        gw.addr,
+        CHAT,
+        &[],
+        r#"{"model":"up:m","stream":true,"messages":[]}"#,
+    )
+    .await;
+    let took = started.elapsed();
+    // The second chunk at 0.6 s, silent until 1.6 s; the first keepalive would be due at 10 s.
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+    assert!(r.text().contains("two"), "{}", r.text());
+    assert!(!r.text().contains(": keepalive"), "{}", r.text());
+    let data = sse_data(&r.body);
+    let last: serde_json::Value = serde_json::from_str(data.last().expect("events")).expect("json");
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+}
+
 #[tokio::test]
 async fn a_context_length_400_is_retried_once_with_a_fitting_max_tokens() {
     let up = FakeUpstream::start().await;
