@@ -12,12 +12,20 @@ pub struct SseEvent {
     raw: Bytes,
     /// Seen by the gateway (usage) but not sent to the client: an event it asked for itself.
     hidden: bool,
+    /// Where the data is in `raw` when the event is one `data:` line (nearly every event):
+    /// found once, when the event is made, since a connector and the relay both read it.
+    single: Option<(u32, u32)>,
 }
 
 impl SseEvent {
     /// Wraps bytes that form one whole event (used by connectors that write their own).
     pub fn from_raw(raw: Bytes) -> Self {
-        SseEvent { raw, hidden: false }
+        let single = single_data_line(&raw);
+        SseEvent {
+            raw,
+            hidden: false,
+            single,
+        }
     }
 
     /// Marks the event as the gateway's own: read, never relayed.
@@ -36,10 +44,7 @@ impl SseEvent {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\n\n");
-        SseEvent {
-            raw: Bytes::from(out),
-            hidden: false,
-        }
+        SseEvent::from_raw(Bytes::from(out))
     }
 
     /// The event's bytes as received.
@@ -55,8 +60,10 @@ impl SseEvent {
     /// The event's data: its `data:` lines joined by `\n`, or `None` when it has none
     /// (a comment such as `: keepalive`, or only `event:`/`id:` fields).
     pub fn payload(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
-        if let Some(data) = self.single_data_line() {
-            return Some(std::borrow::Cow::Borrowed(data));
+        if let Some((start, end)) = self.single {
+            return Some(std::borrow::Cow::Borrowed(
+                &self.raw[start as usize..end as usize],
+            ));
         }
         let mut found: Option<std::borrow::Cow<'_, [u8]>> = None;
         for line in lines(&self.raw) {
@@ -83,23 +90,26 @@ impl SseEvent {
         found
     }
 
-    /// The common shape, one `data:` line and the blank line: its value, found with one search
-    /// for the line's end.
-    fn single_data_line(&self) -> Option<&[u8]> {
-        let value = self.raw.strip_prefix(b"data:")?;
-        let end = memchr::memchr2(b'\n', b'\r', value)?;
-        let ending = &value[end..];
-        if !matches!(ending, b"\n\n" | b"\r\n\r\n" | b"\r\r") {
-            return None;
-        }
-        let value = &value[..end];
-        Some(value.strip_prefix(b" ").unwrap_or(value))
-    }
-
     /// Whether this is the OpenAI end marker `data: [DONE]`.
     pub fn is_done(&self) -> bool {
         self.payload().is_some_and(|p| p.trim_ascii() == b"[DONE]")
     }
+}
+
+/// The common shape, one `data:` line and the blank line: where its value is, found with one
+/// search for the line's end. `None` for any other shape (or an event over 4 GiB).
+fn single_data_line(raw: &[u8]) -> Option<(u32, u32)> {
+    let value = raw.strip_prefix(b"data:")?;
+    let end = memchr::memchr2(b'\n', b'\r', value)?;
+    if !matches!(&value[end..], b"\n\n" | b"\r\n\r\n" | b"\r\r") {
+        return None;
+    }
+    let start = if value.first() == Some(&b' ') { 6 } else { 5 };
+    let end = 5 + end;
+    Some((
+        u32::try_from(start.min(end)).ok()?,
+        u32::try_from(end).ok()?,
+    ))
 }
 
 /// Iterates the lines of an event, without their terminators.
@@ -417,11 +427,11 @@ mod tests {
             );
         }
         assert!(SseEvent::from_raw(Bytes::from_static(b"data: x\n\n"))
-            .single_data_line()
+            .single
             .is_some());
         assert!(
             SseEvent::from_raw(Bytes::from_static(b"data: a\ndata: b\n\n"))
-                .single_data_line()
+                .single
                 .is_none()
         );
     }
