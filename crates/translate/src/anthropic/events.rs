@@ -39,6 +39,125 @@ impl<'a> MessageOut<'a> {
     }
 }
 
+impl MessageOut<'_> {
+    /// The message as JSON, written by hand: the same bytes as serializing it with serde
+    /// (fields in their order, strings escaped as serde_json escapes them), without serde's
+    /// machinery for the tagged blocks. A whole answer's body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.content_len());
+        out.extend_from_slice(b"{\"id\":");
+        json_str(&mut out, self.id);
+        out.extend_from_slice(b",\"type\":");
+        json_str(&mut out, self.kind);
+        out.extend_from_slice(b",\"role\":");
+        json_str(&mut out, self.role);
+        out.extend_from_slice(b",\"model\":");
+        json_str(&mut out, self.model);
+        out.extend_from_slice(b",\"content\":[");
+        for (n, block) in self.content.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            block.write_json(&mut out);
+        }
+        out.extend_from_slice(b"],\"stop_reason\":");
+        json_opt_str(&mut out, self.stop_reason);
+        out.extend_from_slice(b",\"stop_sequence\":");
+        json_opt_str(&mut out, self.stop_sequence);
+        out.extend_from_slice(b",\"usage\":{\"input_tokens\":");
+        json_u64(&mut out, self.usage.input_tokens);
+        out.extend_from_slice(b",\"cache_creation_input_tokens\":");
+        json_u64(&mut out, self.usage.cache_creation_input_tokens);
+        out.extend_from_slice(b",\"cache_read_input_tokens\":");
+        json_u64(&mut out, self.usage.cache_read_input_tokens);
+        out.extend_from_slice(b",\"output_tokens\":");
+        json_u64(&mut out, self.usage.output_tokens);
+        out.extend_from_slice(b"}}");
+        out
+    }
+
+    fn content_len(&self) -> usize {
+        self.content
+            .iter()
+            .map(|block| match block {
+                BlockOut::Text { text } => text.len(),
+                BlockOut::Thinking { thinking, .. } => thinking.len(),
+                BlockOut::ToolUse { input, .. } => match input {
+                    Input::Empty => 2,
+                    Input::Object(raw) => raw.get().len(),
+                },
+            } + 64)
+            .sum()
+    }
+}
+
+impl BlockOut<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            BlockOut::Text { text } => {
+                out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                json_str(out, text);
+            }
+            BlockOut::Thinking {
+                thinking,
+                signature,
+            } => {
+                out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":");
+                json_str(out, thinking);
+                out.extend_from_slice(b",\"signature\":");
+                json_str(out, signature);
+            }
+            BlockOut::ToolUse { id, name, input } => {
+                out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
+                json_str(out, id);
+                out.extend_from_slice(b",\"name\":");
+                json_str(out, name);
+                out.extend_from_slice(b",\"input\":");
+                match input {
+                    Input::Empty => out.extend_from_slice(b"{}"),
+                    Input::Object(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string as serde_json writes it: copied between quotes when nothing in it needs an
+/// escape, else serde_json's own escaping.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Writing into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10: the cast keeps it.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// A message's `usage`. The cache counts are written as 0, as Anthropic does for a request
 /// without prompt caching (Claude Code adds them up for its cost display).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -271,6 +390,72 @@ pub(crate) struct ErrorBody<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message<'a>(
+        texts: &'a [String],
+        raw: &'a RawValue,
+        stop: Option<&'a str>,
+    ) -> MessageOut<'a> {
+        let mut m = MessageOut::new(&texts[0], &texts[1], UsageOut::new(12, u64::MAX));
+        m.content = vec![
+            BlockOut::Thinking {
+                thinking: &texts[2],
+                signature: "",
+            },
+            BlockOut::Text { text: &texts[3] },
+            BlockOut::ToolUse {
+                id: &texts[4],
+                name: &texts[5],
+                input: Input::Object(raw),
+            },
+            BlockOut::ToolUse {
+                id: "toolu_2",
+                name: "none",
+                input: Input::Empty,
+            },
+        ];
+        m.stop_reason = Some("tool_use");
+        m.stop_sequence = stop;
+        m
+    }
+
+    #[test]
+    fn the_hand_written_message_is_the_serialized_one() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"path": "a\"b", "n": [1, 2.5e3]}"#).expect("raw");
+        let texts: Vec<String> = [
+            "msg_1",
+            "claude-x",
+            "quote \" backslash \\ newline \n tab \t nul \u{0} del \u{7f} é 日 🦀 </script>",
+            "plain",
+            "toolu_\u{1f}",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        for stop in [None, Some("END"), Some("\"\n")] {
+            let m = message(&texts, &raw, stop);
+            assert_eq!(
+                String::from_utf8(m.to_json()).expect("utf-8"),
+                serde_json::to_string(&m).expect("serde")
+            );
+        }
+        let mut empty = MessageOut::new("", "", UsageOut::new(0, 0));
+        assert_eq!(empty.to_json(), serde_json::to_vec(&empty).expect("serde"));
+        empty.stop_reason = Some("end_turn");
+        assert_eq!(empty.to_json(), serde_json::to_vec(&empty).expect("serde"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_written_as_serde_writes_it(
+            texts in proptest::collection::vec(proptest::string::string_regex("(.|\n|\\\\|\"){0,40}").expect("regex"), 6),
+        ) {
+            let raw: Box<RawValue> = serde_json::from_str("{}").expect("raw");
+            let m = message(&texts, &raw, texts.get(3).map(String::as_str));
+            proptest::prop_assert_eq!(m.to_json(), serde_json::to_vec(&m).expect("serde"));
+        }
+    }
 
     #[test]
     fn hand_written_deltas_match_the_serialized_event() {

@@ -133,12 +133,7 @@ pub fn from_chat_response(chat: &[u8], ctx: &ReplyContext) -> Result<Bytes, Tran
     out.content = content;
     out.stop_reason = Some(stop_reason);
     out.stop_sequence = stop_sequence;
-    serde_json::to_vec(&out)
-        .map(Bytes::from)
-        .map_err(|e| TranslateError {
-            message: format!("writing the answer failed: {e}"),
-            param: None,
-        })
+    Ok(Bytes::from(out.to_json()))
 }
 
 /// A `tool_use` id for a call the backend sent without one, unique within the message.
