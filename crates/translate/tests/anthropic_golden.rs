@@ -218,6 +218,6 @@ fn claude_code_probe_turn_and_its_estimate() {
         "estimate {estimate} for a {size}-byte body"
     );
     let ctx = reply_context(&body, "msg_1".into(), "claude-opus-5-5".into());
-    assert_eq!(ctx.input_tokens, estimate);
+    assert_eq!(ctx.input_tokens.get(), estimate);
     assert!(ctx.thinking, "adaptive thinking is shown");
 }

@@ -522,7 +522,7 @@ proptest! {
         let ctx = ReplyContext {
             id: "msg_p".into(),
             model: "claude-sonnet-4-5".into(),
-            input_tokens: 50,
+            input_tokens: 50.into(),
             thinking: spec.thinking,
             stop_sequences: Vec::new(),
         };

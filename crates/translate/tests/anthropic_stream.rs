@@ -11,7 +11,7 @@ fn ctx() -> ReplyContext {
     ReplyContext {
         id: "msg_test".into(),
         model: "claude-sonnet-4-5".into(),
-        input_tokens: 1234,
+        input_tokens: 1234.into(),
         thinking: true,
         stop_sequences: vec!["END".into()],
     }
@@ -128,7 +128,7 @@ fn text_answer_with_the_usage_chunk_after_the_finish_chunk() {
 fn message_start_never_says_zero_input_tokens() {
     // LiteLLM #24176: `input_tokens: 0` in message_start broke Claude Code.
     let mut c = ctx();
-    c.input_tokens = 0;
+    c.input_tokens = 0.into();
     let (_, s) = run_with(c, &[text("x"), finish("stop")], End::Finish);
     assert!(s.usage.start_input_tokens >= 1);
 }

@@ -24,7 +24,7 @@ mod tokens;
 
 pub use budget::clamp_max_tokens;
 pub use errors::{error_body, error_from_openai, PING};
-pub use reply::{from_chat_response, reply_context, ReplyContext};
+pub use reply::{from_chat_response, reply_context, InputTokens, ReplyContext};
 pub use request::to_chat;
 pub use stream::ChatToMessages;
 pub use tokens::estimate_input_tokens;

@@ -20,8 +20,9 @@ pub struct ReplyContext {
     /// The model name the client asked for, echoed back (not the backend's).
     pub model: String,
     /// The request's local input-token estimate: `message_start` must carry a count before
-    /// the backend reports one, and Claude Code misbehaves on 0 (LiteLLM #24176).
-    pub input_tokens: u64,
+    /// the backend reports one, and Claude Code misbehaves on 0 (LiteLLM #24176). Made only
+    /// when it is read: a whole answer that reports its usage never needs it.
+    pub input_tokens: InputTokens,
     /// Whether the client asked to see thinking (`thinking` enabled or adaptive, not
     /// `display: omitted`). Reasoning text of a backend that thinks on its own is dropped
     /// otherwise: Anthropic never answers with thinking blocks unasked.
@@ -47,9 +48,64 @@ pub fn reply_context(body: &JsonObject, id: String, model: String) -> ReplyConte
     ReplyContext {
         id,
         model,
-        input_tokens: estimate_input_tokens(body),
+        input_tokens: InputTokens::of(body),
         thinking,
         stop_sequences,
+    }
+}
+
+/// A request's input-token estimate, counted the first time it is read (the request's fields
+/// are shared, not copied, until then).
+#[derive(Clone)]
+pub struct InputTokens {
+    request: Option<JsonObject>,
+    count: std::sync::OnceLock<u64>,
+}
+
+impl InputTokens {
+    /// The estimate of `body` ([`estimate_input_tokens`]), made when first read.
+    pub fn of(body: &JsonObject) -> Self {
+        InputTokens {
+            request: Some(body.clone()),
+            count: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A count already known.
+    pub fn known(count: u64) -> Self {
+        InputTokens {
+            request: None,
+            count: std::sync::OnceLock::from(count),
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        *self
+            .count
+            .get_or_init(|| self.request.as_ref().map_or(1, estimate_input_tokens))
+    }
+}
+
+impl From<u64> for InputTokens {
+    fn from(count: u64) -> Self {
+        InputTokens::known(count)
+    }
+}
+
+impl PartialEq for InputTokens {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for InputTokens {}
+
+impl std::fmt::Debug for InputTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.count.get() {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("(not counted yet)"),
+        }
     }
 }
 
@@ -123,11 +179,11 @@ pub fn from_chat_response(chat: &[u8], ctx: &ReplyContext) -> Result<Bytes, Tran
             if u.prompt_tokens > 0 {
                 u.prompt_tokens
             } else {
-                ctx.input_tokens
+                ctx.input_tokens.get()
             },
             u.completion_tokens,
         ),
-        None => UsageOut::new(ctx.input_tokens, output_estimate.max(1)),
+        None => UsageOut::new(ctx.input_tokens.get(), output_estimate.max(1)),
     };
     let mut out = MessageOut::new(&ctx.id, &ctx.model, usage);
     out.content = content;
@@ -204,7 +260,7 @@ mod tests {
         ReplyContext {
             id: "msg_1".into(),
             model: "claude-x".into(),
-            input_tokens: 42,
+            input_tokens: 42.into(),
             thinking: true,
             stop_sequences: vec!["END".into()],
         }
@@ -315,7 +371,7 @@ mod tests {
         let c = reply_context(&body, "msg_9".into(), "claude-x".into());
         assert!(c.thinking);
         assert_eq!(c.stop_sequences, ["a", "b"]);
-        assert!(c.input_tokens > 0);
+        assert!(c.input_tokens.get() > 0);
         let body = JsonObject::parse(
             br#"{"thinking":{"type":"enabled","budget_tokens":2000,"display":"omitted"},"messages":[]}"#,
         )

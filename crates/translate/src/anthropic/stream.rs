@@ -116,7 +116,7 @@ impl ChatToMessages {
         let message = MessageOut::new(
             &self.ctx.id,
             &self.ctx.model,
-            UsageOut::new(self.ctx.input_tokens.max(1), 0),
+            UsageOut::new(self.ctx.input_tokens.get().max(1), 0),
         );
         Event::MessageStart { message }.write(out);
     }
