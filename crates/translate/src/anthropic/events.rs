@@ -6,6 +6,7 @@
 //! `usage` with `input_tokens` and `output_tokens`; a thinking block always has a `signature`
 //! string; a `message_delta` always has `usage.output_tokens`.
 
+use bytes::BufMut;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -45,35 +46,39 @@ impl MessageOut<'_> {
     /// machinery for the tagged blocks. A whole answer's body.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.content_len());
-        out.extend_from_slice(b"{\"id\":");
-        json_str(&mut out, self.id);
-        out.extend_from_slice(b",\"type\":");
-        json_str(&mut out, self.kind);
-        out.extend_from_slice(b",\"role\":");
-        json_str(&mut out, self.role);
-        out.extend_from_slice(b",\"model\":");
-        json_str(&mut out, self.model);
-        out.extend_from_slice(b",\"content\":[");
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json<B: BufMut>(&self, out: &mut B) {
+        out.put_slice(b"{\"id\":");
+        json_str(out, self.id);
+        out.put_slice(b",\"type\":");
+        json_str(out, self.kind);
+        out.put_slice(b",\"role\":");
+        json_str(out, self.role);
+        out.put_slice(b",\"model\":");
+        json_str(out, self.model);
+        out.put_slice(b",\"content\":[");
         for (n, block) in self.content.iter().enumerate() {
             if n > 0 {
-                out.push(b',');
+                out.put_u8(b',');
             }
-            block.write_json(&mut out);
+            block.write_json(out);
         }
-        out.extend_from_slice(b"],\"stop_reason\":");
-        json_opt_str(&mut out, self.stop_reason);
-        out.extend_from_slice(b",\"stop_sequence\":");
-        json_opt_str(&mut out, self.stop_sequence);
-        out.extend_from_slice(b",\"usage\":{\"input_tokens\":");
-        json_u64(&mut out, self.usage.input_tokens);
-        out.extend_from_slice(b",\"cache_creation_input_tokens\":");
-        json_u64(&mut out, self.usage.cache_creation_input_tokens);
-        out.extend_from_slice(b",\"cache_read_input_tokens\":");
-        json_u64(&mut out, self.usage.cache_read_input_tokens);
-        out.extend_from_slice(b",\"output_tokens\":");
-        json_u64(&mut out, self.usage.output_tokens);
-        out.extend_from_slice(b"}}");
-        out
+        out.put_slice(b"],\"stop_reason\":");
+        json_opt_str(out, self.stop_reason);
+        out.put_slice(b",\"stop_sequence\":");
+        json_opt_str(out, self.stop_sequence);
+        out.put_slice(b",\"usage\":{\"input_tokens\":");
+        json_u64(out, self.usage.input_tokens);
+        out.put_slice(b",\"cache_creation_input_tokens\":");
+        json_u64(out, self.usage.cache_creation_input_tokens);
+        out.put_slice(b",\"cache_read_input_tokens\":");
+        json_u64(out, self.usage.cache_read_input_tokens);
+        out.put_slice(b",\"output_tokens\":");
+        json_u64(out, self.usage.output_tokens);
+        out.put_slice(b"}}");
     }
 
     fn content_len(&self) -> usize {
@@ -92,58 +97,58 @@ impl MessageOut<'_> {
 }
 
 impl BlockOut<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json<B: BufMut>(&self, out: &mut B) {
         match self {
             BlockOut::Text { text } => {
-                out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                out.put_slice(b"{\"type\":\"text\",\"text\":");
                 json_str(out, text);
             }
             BlockOut::Thinking {
                 thinking,
                 signature,
             } => {
-                out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":");
+                out.put_slice(b"{\"type\":\"thinking\",\"thinking\":");
                 json_str(out, thinking);
-                out.extend_from_slice(b",\"signature\":");
+                out.put_slice(b",\"signature\":");
                 json_str(out, signature);
             }
             BlockOut::ToolUse { id, name, input } => {
-                out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
+                out.put_slice(b"{\"type\":\"tool_use\",\"id\":");
                 json_str(out, id);
-                out.extend_from_slice(b",\"name\":");
+                out.put_slice(b",\"name\":");
                 json_str(out, name);
-                out.extend_from_slice(b",\"input\":");
+                out.put_slice(b",\"input\":");
                 match input {
-                    Input::Empty => out.extend_from_slice(b"{}"),
-                    Input::Object(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                    Input::Empty => out.put_slice(b"{}"),
+                    Input::Object(raw) => out.put_slice(raw.get().as_bytes()),
                 }
             }
         }
-        out.push(b'}');
+        out.put_u8(b'}');
     }
 }
 
 /// A JSON string as serde_json writes it: copied between quotes when nothing in it needs an
 /// escape, else serde_json's own escaping.
-fn json_str(out: &mut Vec<u8>, s: &str) {
+fn json_str<B: BufMut>(out: &mut B, s: &str) {
     if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         // Writing into memory cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = serde_json::to_writer(out.writer(), s);
         return;
     }
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
+    out.put_u8(b'"');
+    out.put_slice(s.as_bytes());
+    out.put_u8(b'"');
 }
 
-fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+fn json_opt_str<B: BufMut>(out: &mut B, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
-        None => out.extend_from_slice(b"null"),
+        None => out.put_slice(b"null"),
     }
 }
 
-fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+fn json_u64<B: BufMut>(out: &mut B, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -155,7 +160,7 @@ fn json_u64(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    out.put_slice(&digits[at..]);
 }
 
 /// A message's `usage`. The cache counts are written as 0, as Anthropic does for a request
@@ -260,9 +265,59 @@ impl Event<'_> {
         }
     }
 
-    /// Appends the event as `event: NAME\ndata: JSON\n\n`.
+    /// Appends the event as `event: NAME\ndata: JSON\n\n`: written by hand but for errors
+    /// (the same bytes as serializing it, checked by the tests), since a stream writes five or
+    /// six of these besides its deltas.
     pub fn write(&self, out: &mut bytes::BytesMut) {
-        crate::sse::write_named(out, self.name(), self);
+        match self {
+            Event::MessageStart { message } => {
+                out.put_slice(
+                    b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":",
+                );
+                message.write_json(out);
+                out.put_slice(b"}\n\n");
+            }
+            Event::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                out.put_slice(
+                    b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":",
+                );
+                json_u64(out, u64::from(*index));
+                out.put_slice(b",\"content_block\":");
+                content_block.write_json(out);
+                out.put_slice(b"}\n\n");
+            }
+            Event::ContentBlockStop { index } => {
+                out.put_slice(
+                    b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":",
+                );
+                json_u64(out, u64::from(*index));
+                out.put_slice(b"}\n\n");
+            }
+            Event::MessageDelta { delta, usage } => {
+                out.put_slice(
+                    b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":",
+                );
+                json_str(out, delta.stop_reason);
+                out.put_slice(b",\"stop_sequence\":");
+                json_opt_str(out, delta.stop_sequence);
+                out.put_slice(b"},\"usage\":{");
+                if let Some(input) = usage.input_tokens {
+                    out.put_slice(b"\"input_tokens\":");
+                    json_u64(out, input);
+                    out.put_u8(b',');
+                }
+                out.put_slice(b"\"output_tokens\":");
+                json_u64(out, usage.output_tokens);
+                out.put_slice(b"}}\n\n");
+            }
+            Event::MessageStop => {
+                out.put_slice(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            }
+            _ => crate::sse::write_named(out, self.name(), self),
+        }
     }
 }
 
@@ -444,6 +499,86 @@ mod tests {
         assert_eq!(empty.to_json(), serde_json::to_vec(&empty).expect("serde"));
         empty.stop_reason = Some("end_turn");
         assert_eq!(empty.to_json(), serde_json::to_vec(&empty).expect("serde"));
+    }
+
+    #[test]
+    fn hand_written_events_are_the_serialized_ones() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"a":"\"x"}"#).expect("raw");
+        let texts: Vec<String> = [
+            "msg_1",
+            "claude",
+            "think \"q\"\n",
+            "text",
+            "toolu_1",
+            "Bash",
+        ]
+        .map(String::from)
+        .to_vec();
+        let events = [
+            Event::MessageStart {
+                message: message(&texts, &raw, None),
+            },
+            Event::MessageStart {
+                message: MessageOut::new("msg_2", "m", UsageOut::new(5, 0)),
+            },
+            Event::ContentBlockStart {
+                index: 0,
+                content_block: BlockOut::Text { text: "" },
+            },
+            Event::ContentBlockStart {
+                index: 4_000_000_000,
+                content_block: BlockOut::ToolUse {
+                    id: "toolu_\"",
+                    name: "n",
+                    input: Input::Empty,
+                },
+            },
+            Event::ContentBlockStart {
+                index: 12,
+                content_block: BlockOut::Thinking {
+                    thinking: "",
+                    signature: "",
+                },
+            },
+            Event::ContentBlockStop { index: 7 },
+            Event::MessageDelta {
+                delta: MessageDeltaOut {
+                    stop_reason: "stop_sequence",
+                    stop_sequence: Some("\u{1}END\\"),
+                },
+                usage: DeltaUsageOut {
+                    input_tokens: Some(1234),
+                    output_tokens: 0,
+                },
+            },
+            Event::MessageDelta {
+                delta: MessageDeltaOut {
+                    stop_reason: "end_turn",
+                    stop_sequence: None,
+                },
+                usage: DeltaUsageOut {
+                    input_tokens: None,
+                    output_tokens: u64::MAX,
+                },
+            },
+            Event::MessageStop,
+            Event::Error {
+                error: ErrorOut {
+                    kind: "overloaded_error",
+                    message: "busy \"now\"",
+                },
+            },
+        ];
+        for event in &events {
+            let mut by_hand = bytes::BytesMut::new();
+            event.write(&mut by_hand);
+            let mut by_serde = bytes::BytesMut::new();
+            crate::sse::write_named(&mut by_serde, event.name(), event);
+            assert_eq!(
+                String::from_utf8_lossy(&by_hand),
+                String::from_utf8_lossy(&by_serde)
+            );
+        }
     }
 
     proptest::proptest! {
