@@ -7,8 +7,10 @@
 //! decision is one atomic check-and-reserve; the reservations settle with the real usage when
 //! the request ends (`Outcome`'s drop).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderName, HeaderValue};
@@ -20,7 +22,7 @@ use tollgate_store::{
     SqliteStore, Store,
 };
 
-use crate::metrics::Metrics;
+use crate::metrics::{Fnv, Metrics};
 
 /// The scope of requests that carry no client key (a gateway without keys).
 pub const ANONYMOUS: &str = "anonymous";
@@ -44,11 +46,21 @@ pub struct Limiter {
     state: StateConfig,
     /// How long a Redis reservation lives unsettled (`request_timeout` + a margin).
     lease: Duration,
-    /// Each configured client key's limits (its own, else the top-level default).
-    keys: HashMap<String, LimitsConfig>,
+    /// Each configured client key's limits (its own, else the top-level default) and scope.
+    /// FNV: the names come from the configuration, not from clients, and a lookup runs twice
+    /// per request.
+    keys: HashMap<String, Scoped, BuildHasherDefault<Fnv>>,
     /// The top-level limits, for requests without a client key.
     default: LimitsConfig,
-    backends: HashMap<String, LimitsConfig>,
+    /// Each backend with limits, and its scope.
+    backends: HashMap<String, Scoped, BuildHasherDefault<Fnv>>,
+}
+
+/// A key's or a backend's limits with its scope's name, built once per runtime: formatting
+/// `key:<name>` on every request cost more than the store's whole decision.
+struct Scoped {
+    limits: LimitsConfig,
+    scope: Box<str>,
 }
 
 /// What an admission decided: the reservation to settle and the scope's state for headers.
@@ -87,12 +99,20 @@ impl Limiter {
             .auth
             .keys
             .iter()
-            .map(|k| (k.name.clone(), k.limits.unwrap_or(config.limits)))
+            .map(|k| {
+                let limits = k.limits.unwrap_or(config.limits);
+                let scope = key_scope(Some(&k.name)).into_boxed_str();
+                (k.name.clone(), Scoped { limits, scope })
+            })
             .collect();
         let backends = config
             .backends
             .iter()
-            .filter_map(|(name, b)| Some((name.clone(), b.limits?)))
+            .filter_map(|(name, b)| {
+                let limits = b.limits?;
+                let scope = backend_scope(name).into_boxed_str();
+                Some((name.clone(), Scoped { limits, scope }))
+            })
             .collect();
         Ok(Limiter {
             store,
@@ -107,18 +127,28 @@ impl Limiter {
     /// The limits of a request's client key (`None`: no key).
     pub fn key_limits(&self, key: Option<&str>) -> LimitsConfig {
         match key {
-            Some(name) => self.keys.get(name).copied().unwrap_or(self.default),
+            Some(name) => self.keys.get(name).map_or(self.default, |k| k.limits),
             None => self.default,
+        }
+    }
+
+    /// A request's client key's limits and scope; a key the configuration does not name (none
+    /// reaches here through authentication) has the default limits.
+    fn key_scoped(&self, key: Option<&str>) -> (LimitsConfig, Cow<'_, str>) {
+        match key.map(|name| (name, self.keys.get(name))) {
+            Some((_, Some(k))) => (k.limits, Cow::Borrowed(&*k.scope)),
+            Some((name, None)) => (self.default, Cow::Owned(key_scope(Some(name)))),
+            None => (self.default, Cow::Borrowed(ANONYMOUS)),
         }
     }
 
     /// Whether any backend has counted limits (so requests need an estimate).
     pub fn backends_count(&self) -> bool {
-        self.backends.values().any(LimitsConfig::counts)
+        self.backends.values().any(|b| b.limits.counts())
     }
 
     pub fn backend_limits(&self, backend: &str) -> Option<LimitsConfig> {
-        self.backends.get(backend).copied()
+        self.backends.get(backend).map(|b| b.limits)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -138,11 +168,10 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let limits = self.key_limits(key);
+        let (limits, scope) = self.key_scoped(key);
         if !limits.counts() {
             return Ok(Admitted::default());
         }
-        let scope = key_scope(key);
         match self.decide(&scope, limits, tokens, metrics).await {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(refused),
@@ -160,11 +189,13 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, Skipped> {
-        let Some(limits) = self.backend_limits(backend).filter(LimitsConfig::counts) else {
+        let Some(scoped) = self.backends.get(backend).filter(|b| b.limits.counts()) else {
             return Ok(Admitted::default());
         };
-        let scope = format!("backend:{backend}");
-        match self.decide(&scope, limits, tokens, metrics).await {
+        match self
+            .decide(&scoped.scope, scoped.limits, tokens, metrics)
+            .await
+        {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(Skipped::OverLimit {
                 retry_after: refused.retry_after().unwrap_or(Duration::from_secs(1)),
@@ -267,6 +298,11 @@ pub fn key_scope(key: Option<&str>) -> String {
     }
 }
 
+/// The limits scope of a backend.
+fn backend_scope(backend: &str) -> String {
+    format!("backend:{backend}")
+}
+
 /// How much longer than `server.request_timeout` a Redis reservation lives unsettled: a
 /// request never outlives its timeout, so a reservation older than this belongs to a replica
 /// that died, and its tokens go back to the budget.
@@ -314,9 +350,13 @@ pub fn estimate(endpoint: Endpoint, body: &JsonObject, output_cap: u64) -> u64 {
 /// `IMAGE_BYTES` per image instead of its length (a data URL `…;base64,DATA`, or an Anthropic
 /// source `{"type":"base64",…,"data":"DATA"}`).
 fn text_bytes(raw: &[u8]) -> usize {
+    // Built once: `memmem::find` builds its searcher on every call, which cost more than the
+    // search through a short prompt.
+    static BASE64: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"base64"));
     let mut total = 0;
     let mut rest = raw;
-    while let Some(at) = memchr::memmem::find(rest, b"base64") {
+    while let Some(at) = BASE64.find(rest) {
         let tail = &rest[at + 6..];
         total += at + 6;
         let skip = data_run(tail);
@@ -350,7 +390,10 @@ fn data_run(tail: &[u8]) -> usize {
 pub fn output_cap(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -> u64 {
     let asked = crate::retry::budget_fields(endpoint)
         .iter()
-        .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+        .filter_map(|f| {
+            let raw = body.raw(f)?;
+            plain_u64(raw).or_else(|| body.decode::<u64>(f).ok().flatten())
+        })
         .max();
     match (asked, key_cap) {
         (Some(a), Some(c)) => a.min(c),
@@ -360,6 +403,18 @@ pub fn output_cap(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -
     }
 }
 
+/// A JSON number that is plainly a `u64` (1 to 19 digits, no leading zero): what nearly every
+/// `max_tokens` is, read without a JSON parser. `None` for anything else, which `decode`
+/// judges as before (a float, a negative, a string, 20 digits that may overflow).
+fn plain_u64(raw: &[u8]) -> Option<u64> {
+    let plain = !raw.is_empty()
+        && raw.len() <= 19
+        && (raw[0] != b'0' || raw.len() == 1)
+        && raw.iter().all(u8::is_ascii_digit);
+    // 19 digits stay below u64::MAX (1.8e19): no overflow.
+    plain.then(|| raw.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
@@ -367,48 +422,28 @@ const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-toke
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
-/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants and numbers are
-/// written straight into header values: this runs on every limited request.
+/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants, numbers are
+/// written straight into header values and durations by hand into a stack buffer: this runs on
+/// every limited request.
 pub fn headers(state: &ScopeState, out: &mut HeaderMap) {
-    let reset = |d: Duration| {
-        HeaderValue::try_from(duration_text(d)).unwrap_or(HeaderValue::from_static("0s"))
-    };
-    if let Some(q) = state.requests {
+    let requests = state.requests;
+    let tokens = state.tokens.or(state.tokens_today);
+    if let Some(q) = requests {
         out.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit));
         out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
-        out.insert(RESET_REQUESTS, reset(q.reset));
+        out.insert(RESET_REQUESTS, Text::of_duration(q.reset).value());
     }
-    if let Some(q) = state.tokens.or(state.tokens_today) {
+    if let Some(q) = tokens {
         out.insert(LIMIT_TOKENS, HeaderValue::from(q.limit));
         out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
-        out.insert(RESET_TOKENS, reset(q.reset));
+        out.insert(RESET_TOKENS, Text::of_duration(q.reset).value());
     }
 }
 
-/// A duration as OpenAI writes it: `120ms`, `6s`, `1m30s`, `7h2m0s` (whole seconds rounded
-/// up). Written by hand into a stack buffer: `format!` costs several times more, on every
-/// limited request.
-pub fn duration_text(d: Duration) -> String {
-    let mut text = Text::default();
-    let ms = d.as_millis();
-    if ms < 1000 {
-        text.number(ms as u64);
-        text.push(b"ms");
-    } else {
-        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-        if h > 0 {
-            text.number(h);
-            text.push(b"h");
-        }
-        if h > 0 || m > 0 {
-            text.number(m);
-            text.push(b"m");
-        }
-        text.number(s);
-        text.push(b"s");
-    }
-    text.into_string()
+/// A duration as the `x-ratelimit-reset-*` headers write it, as a string (for tests).
+#[cfg(test)]
+fn duration_text(d: Duration) -> String {
+    Text::of_duration(d).into_string()
 }
 
 /// A short ASCII text built in place: `u64::MAX` hours, minutes and seconds fit.
@@ -427,6 +462,32 @@ impl Default for Text {
 }
 
 impl Text {
+    /// A duration as OpenAI writes it: `120ms`, `6s`, `1m30s`, `7h2m0s` (whole seconds rounded
+    /// up). Written by hand into a stack buffer: `format!` costs several times more, on every
+    /// limited request.
+    fn of_duration(d: Duration) -> Text {
+        let mut text = Text::default();
+        let ms = d.as_millis();
+        if ms < 1000 {
+            text.number(ms as u64);
+            text.push(b"ms");
+        } else {
+            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+            let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+            if h > 0 {
+                text.number(h);
+                text.push(b"h");
+            }
+            if h > 0 || m > 0 {
+                text.number(m);
+                text.push(b"m");
+            }
+            text.number(s);
+            text.push(b"s");
+        }
+        text
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
@@ -446,9 +507,16 @@ impl Text {
         self.push(&digits[at..]);
     }
 
+    #[cfg(test)]
     fn into_string(self) -> String {
         // Only ASCII digits and unit letters were pushed.
         String::from_utf8_lossy(&self.buf[..self.len]).into_owned()
+    }
+
+    /// The text as a header value, copied once. Only ASCII digits and unit letters are ever
+    /// pushed, all valid in a header value, so the fallback is never taken.
+    fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.buf[..self.len]).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -492,6 +560,148 @@ mod tests {
         assert_eq!(text_bytes(br#""plain text""#), 12);
         // The word itself in text is not an image.
         assert_eq!(text_bytes(br#""about base64 encoding""#), 23);
+    }
+
+    /// The output cap as it was read before `plain_u64`: every field through serde.
+    fn output_cap_by_serde(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -> u64 {
+        let asked = crate::retry::budget_fields(endpoint)
+            .iter()
+            .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+            .max();
+        match (asked, key_cap) {
+            (Some(a), Some(c)) => a.min(c),
+            (Some(a), None) => a,
+            (None, Some(c)) => c,
+            (None, None) => DEFAULT_RESERVED_OUTPUT,
+        }
+    }
+
+    /// A small deterministic generator (xorshift), for inputs without a dependency.
+    fn numbers(seed: u64) -> impl Iterator<Item = u64> {
+        let mut x = seed;
+        std::iter::from_fn(move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Some(x)
+        })
+    }
+
+    #[test]
+    fn budgets_read_by_hand_as_serde_reads_them() {
+        let mut values: Vec<String> = [
+            "0",
+            "7",
+            "500",
+            "05",
+            "00",
+            "-1",
+            "-0",
+            "1e3",
+            "1.0",
+            "2.5",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "\"5\"",
+            "null",
+            "true",
+            "[]",
+            "{}",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        for n in numbers(0x9e37_79b9_7f4a_7c15).take(300) {
+            // Every length from 1 to 20 digits.
+            values.push((n >> (n % 64)).to_string());
+            values.push(n.to_string());
+        }
+        for value in &values {
+            for endpoint in [
+                Endpoint::ChatCompletions,
+                Endpoint::Messages,
+                Endpoint::Responses,
+            ] {
+                for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+                    let json = format!(r#"{{"model":"m","{field}":{value}}}"#);
+                    let Ok(body) = JsonObject::parse(json.as_bytes()) else {
+                        continue;
+                    };
+                    for cap in [None, Some(64), Some(u64::MAX)] {
+                        assert_eq!(
+                            output_cap(endpoint, &body, cap),
+                            output_cap_by_serde(endpoint, &body, cap),
+                            "{json} {cap:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let both =
+            JsonObject::parse(br#"{"max_tokens":300,"max_completion_tokens":70}"#).expect("json");
+        assert_eq!(output_cap(Endpoint::ChatCompletions, &both, None), 300);
+        assert_eq!(
+            plain_u64(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(
+            plain_u64(b"18446744073709551615"),
+            None,
+            "20 digits go to serde"
+        );
+    }
+
+    /// The headers as they were written before the stack buffers: `HeaderValue::from` and
+    /// `format!`-like strings, one insert at a time.
+    fn headers_before(state: &ScopeState, out: &mut HeaderMap) {
+        let reset = |d: Duration| HeaderValue::try_from(duration_text(d)).expect("ascii");
+        if let Some(q) = state.requests {
+            out.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit));
+            out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
+            out.insert(RESET_REQUESTS, reset(q.reset));
+        }
+        if let Some(q) = state.tokens.or(state.tokens_today) {
+            out.insert(LIMIT_TOKENS, HeaderValue::from(q.limit));
+            out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
+            out.insert(RESET_TOKENS, reset(q.reset));
+        }
+    }
+
+    #[test]
+    fn headers_are_the_same_as_before() {
+        let mut gen = numbers(0x2545_f491_4f6c_dd1d);
+        let quota = |gen: &mut dyn Iterator<Item = u64>| {
+            let n = gen.next().unwrap_or(0);
+            let m = gen.next().unwrap_or(0);
+            (n % 4 != 0).then(|| tollgate_store::Quota {
+                limit: n >> (n % 64),
+                remaining: m >> (m % 64),
+                reset: Duration::from_millis(m % 200_000_000),
+            })
+        };
+        for round in 0..500 {
+            let state = ScopeState {
+                requests: quota(&mut gen),
+                tokens: quota(&mut gen),
+                tokens_today: quota(&mut gen),
+            };
+            // An answer's map already holds a few headers (or none).
+            let mut before = HeaderMap::new();
+            for i in 0..round % 9 {
+                before.insert(
+                    HeaderName::try_from(format!("x-upstream-{i}")).expect("name"),
+                    HeaderValue::from(i),
+                );
+            }
+            let mut after = before.clone();
+            headers_before(&state, &mut before);
+            headers(&state, &mut after);
+            assert_eq!(after, before, "{state:?}");
+            let names = |m: &HeaderMap| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+            assert_eq!(names(&after), names(&before), "the same order");
+        }
     }
 
     #[test]
