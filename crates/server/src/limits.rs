@@ -225,7 +225,13 @@ impl Limiter {
             tokens,
         };
         let now = SystemTime::now();
-        let decision = match self.store.admit(&[ask], now).await {
+        let asks = [ask];
+        // Memory and SQLite decide at once; only Redis is waited for.
+        let decided = match self.store.admit_now(&asks, now) {
+            Some(decided) => decided,
+            None => self.store.admit(&asks, now).await,
+        };
+        let decision = match decided {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(scope, error = %e, on_error = ?self.state.on_error, "the limits store could not decide");
