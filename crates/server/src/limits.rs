@@ -70,6 +70,44 @@ pub struct Admitted {
     pub state: Option<ScopeState>,
 }
 
+/// The reservations a request holds, each with the tokens it reserved (what is charged when
+/// the upstream reports no usage). A request holds two at most in practice — its key's and the
+/// answering backend's — kept inline: a `Vec` cost an allocation per limited request.
+#[derive(Default)]
+pub struct Reservations {
+    inline: [Option<(Reservation, u64)>; 2],
+    more: Vec<(Reservation, u64)>,
+}
+
+impl Reservations {
+    pub fn push(&mut self, held: (Reservation, u64)) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(held),
+            None => self.more.push(held),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inline.iter().all(Option::is_none) && self.more.is_empty()
+    }
+
+    /// Takes every reservation out, in the order they were pushed.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Reservation, u64)> + '_ {
+        self.inline
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.more.drain(..))
+    }
+}
+
+impl Extend<(Reservation, u64)> for Reservations {
+    fn extend<I: IntoIterator<Item = (Reservation, u64)>>(&mut self, held: I) {
+        for h in held {
+            self.push(h);
+        }
+    }
+}
+
 /// Why a backend was skipped by its limits.
 pub enum Skipped {
     /// Over a limit: try again after `retry_after`.
@@ -708,6 +746,34 @@ mod tests {
             let names = |m: &HeaderMap| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
             assert_eq!(names(&after), names(&before), "the same order");
         }
+    }
+
+    #[test]
+    fn reservations_drain_in_the_order_they_were_pushed() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        let reserve = |scope: &str| {
+            let ask = Ask {
+                scope,
+                limits: Limits::default(),
+                tokens: 10,
+            };
+            match store.admit_now(&[ask], now) {
+                Some(Ok(Decision::Admitted { reservation, .. })) => reservation,
+                _ => panic!("the memory store admits without limits"),
+            }
+        };
+        let mut held = Reservations::default();
+        assert!(held.is_empty());
+        held.push((reserve("key:a"), 1));
+        held.extend(Some((reserve("backend:b"), 2)));
+        held.push((reserve("backend:c"), 3));
+        assert!(!held.is_empty());
+        let order: Vec<u64> = held.drain().map(|(_, n)| n).collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert!(held.is_empty());
+        held.push((reserve("key:a"), 4));
+        assert_eq!(held.drain().map(|(_, n)| n).collect::<Vec<_>>(), [4]);
     }
 
     #[test]
