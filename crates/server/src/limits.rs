@@ -10,11 +10,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use metrics::Gauge;
 use tollgate_core::config::{LimitsConfig, OnError, StateConfig, StoreKind};
 use tollgate_core::{Config, Endpoint, GatewayError, JsonObject, Problem};
 use tollgate_store::{
@@ -56,11 +57,19 @@ pub struct Limiter {
     backends: HashMap<String, Scoped, BuildHasherDefault<Fnv>>,
 }
 
+/// A scope's kept `tollgate_budget_remaining_tokens` handle.
+type Budget = OnceLock<Gauge>;
+
 /// A key's or a backend's limits with its scope's name, built once per runtime: formatting
 /// `key:<name>` on every request cost more than the store's whole decision.
+#[derive(Default)]
 struct Scoped {
     limits: LimitsConfig,
     scope: Box<str>,
+    /// The scope's `tollgate_budget_remaining_tokens` handle, taken from the gateway's
+    /// `Metrics` at the first decision. A runtime serves one gateway, whose requests all
+    /// record into its one `Metrics`, so the handle is the one a lookup would find.
+    budget: Budget,
 }
 
 /// What an admission decided: the reservation to settle and the scope's state for headers.
@@ -140,7 +149,12 @@ impl Limiter {
             .map(|k| {
                 let limits = k.limits.unwrap_or(config.limits);
                 let scope = key_scope(Some(&k.name)).into_boxed_str();
-                (k.name.clone(), Scoped { limits, scope })
+                let scoped = Scoped {
+                    limits,
+                    scope,
+                    ..Scoped::default()
+                };
+                (k.name.clone(), scoped)
             })
             .collect();
         let backends = config
@@ -149,7 +163,12 @@ impl Limiter {
             .filter_map(|(name, b)| {
                 let limits = b.limits?;
                 let scope = backend_scope(name).into_boxed_str();
-                Some((name.clone(), Scoped { limits, scope }))
+                let scoped = Scoped {
+                    limits,
+                    scope,
+                    ..Scoped::default()
+                };
+                Some((name.clone(), scoped))
             })
             .collect();
         Ok(Limiter {
@@ -172,11 +191,11 @@ impl Limiter {
 
     /// A request's client key's limits and scope; a key the configuration does not name (none
     /// reaches here through authentication) has the default limits.
-    fn key_scoped(&self, key: Option<&str>) -> (LimitsConfig, Cow<'_, str>) {
+    fn key_scoped(&self, key: Option<&str>) -> (LimitsConfig, Cow<'_, str>, Option<&Budget>) {
         match key.map(|name| (name, self.keys.get(name))) {
-            Some((_, Some(k))) => (k.limits, Cow::Borrowed(&*k.scope)),
-            Some((name, None)) => (self.default, Cow::Owned(key_scope(Some(name)))),
-            None => (self.default, Cow::Borrowed(ANONYMOUS)),
+            Some((_, Some(k))) => (k.limits, Cow::Borrowed(&*k.scope), Some(&k.budget)),
+            Some((name, None)) => (self.default, Cow::Owned(key_scope(Some(name))), None),
+            None => (self.default, Cow::Borrowed(ANONYMOUS), None),
         }
     }
 
@@ -206,11 +225,11 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let (limits, scope) = self.key_scoped(key);
+        let (limits, scope, budget) = self.key_scoped(key);
         if !limits.counts() {
             return Ok(Admitted::default());
         }
-        match self.decide(&scope, limits, tokens, metrics).await {
+        match self.decide(&scope, budget, limits, tokens, metrics).await {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(refused),
             Err(()) => match self.state.on_error {
@@ -231,7 +250,13 @@ impl Limiter {
             return Ok(Admitted::default());
         };
         match self
-            .decide(&scoped.scope, scoped.limits, tokens, metrics)
+            .decide(
+                &scoped.scope,
+                Some(&scoped.budget),
+                scoped.limits,
+                tokens,
+                metrics,
+            )
             .await
         {
             Ok(Ok(admitted)) => Ok(admitted),
@@ -245,10 +270,12 @@ impl Limiter {
         }
     }
 
-    /// One decision; `Err(())` when the store could not make it.
+    /// One decision; `Err(())` when the store could not make it. `budget`: the scope's kept
+    /// gauge handle, when it has one.
     async fn decide(
         &self,
         scope: &str,
+        budget: Option<&Budget>,
         limits: LimitsConfig,
         tokens: u64,
         metrics: &Metrics,
@@ -285,7 +312,12 @@ impl Limiter {
             } => {
                 let state = states.into_iter().next();
                 if let Some(today) = state.and_then(|s| s.tokens_today) {
-                    metrics.budget_remaining(scope, today.remaining);
+                    match budget {
+                        Some(gauge) => gauge
+                            .get_or_init(|| metrics.budget_gauge(scope))
+                            .set(today.remaining as f64),
+                        None => metrics.budget_remaining(scope, today.remaining),
+                    }
                 }
                 Ok(Admitted {
                     reservation: Some(reservation),
@@ -746,6 +778,41 @@ mod tests {
             let names = |m: &HeaderMap| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
             assert_eq!(names(&after), names(&before), "the same order");
         }
+    }
+
+    #[tokio::test]
+    async fn the_budget_gauge_follows_every_decision() {
+        let config: Config = serde_yaml::from_str(
+            r#"
+auth: { keys: [ { name: ci, key: secret-ci, limits: { tokens_per_day: 1000 } } ] }
+backends:
+  nv: { type: openai, api_url: "http://127.0.0.1:9/v1", api_key: k, models: [m], limits: { tokens_per_day: 500 } }
+"#,
+        )
+        .expect("config");
+        let limiter = Limiter::build(&config, None, false).expect("limiter");
+        let metrics = Metrics::new();
+        let gauge = |scope: &str, left: u64| {
+            format!("tollgate_budget_remaining_tokens{{scope=\"{scope}\"}} {left}")
+        };
+        let mut held = Vec::new();
+        for (tokens, left) in [(100, 900), (50, 850)] {
+            let admitted = limiter.admit_key(Some("ci"), tokens, &metrics).await;
+            held.extend(admitted.ok().and_then(|a| a.reservation));
+            let text = metrics.render();
+            assert!(text.contains(&gauge("key:ci", left)), "{text}");
+        }
+        let admitted = limiter.admit_backend("nv", 200, &metrics).await;
+        held.extend(admitted.ok().and_then(|a| a.reservation));
+        assert!(metrics.render().contains(&gauge("backend:nv", 300)));
+        // A reload's limiter keeps the store, and writes the same series.
+        let reloaded = Limiter::build(&config, Some(&limiter), false).expect("limiter");
+        let admitted = reloaded.admit_key(Some("ci"), 25, &metrics).await;
+        held.extend(admitted.ok().and_then(|a| a.reservation));
+        let text = metrics.render();
+        assert!(text.contains(&gauge("key:ci", 825)), "{text}");
+        assert_eq!(text.matches("scope=\"key:ci\"").count(), 1, "{text}");
+        assert_eq!(held.len(), 4);
     }
 
     #[test]
