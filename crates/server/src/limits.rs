@@ -7,12 +7,16 @@
 //! decision is one atomic check-and-reserve; the reservations settle with the real usage when
 //! the request ends (`Outcome`'s drop).
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use metrics::Gauge;
 use tollgate_core::config::{LimitsConfig, OnError, StateConfig, StoreKind};
 use tollgate_core::{Config, Endpoint, GatewayError, JsonObject, Problem};
 use tollgate_store::{
@@ -20,7 +24,7 @@ use tollgate_store::{
     SqliteStore, Store,
 };
 
-use crate::metrics::Metrics;
+use crate::metrics::{Fnv, Metrics};
 
 /// The scope of requests that carry no client key (a gateway without keys).
 pub const ANONYMOUS: &str = "anonymous";
@@ -44,11 +48,29 @@ pub struct Limiter {
     state: StateConfig,
     /// How long a Redis reservation lives unsettled (`request_timeout` + a margin).
     lease: Duration,
-    /// Each configured client key's limits (its own, else the top-level default).
-    keys: HashMap<String, LimitsConfig>,
+    /// Each configured client key's limits (its own, else the top-level default) and scope.
+    /// FNV: the names come from the configuration, not from clients, and a lookup runs twice
+    /// per request.
+    keys: HashMap<String, Scoped, BuildHasherDefault<Fnv>>,
     /// The top-level limits, for requests without a client key.
     default: LimitsConfig,
-    backends: HashMap<String, LimitsConfig>,
+    /// Each backend with limits, and its scope.
+    backends: HashMap<String, Scoped, BuildHasherDefault<Fnv>>,
+}
+
+/// A scope's kept `tollgate_budget_remaining_tokens` handle.
+type Budget = OnceLock<Gauge>;
+
+/// A key's or a backend's limits with its scope's name, built once per runtime: formatting
+/// `key:<name>` on every request cost more than the store's whole decision.
+#[derive(Default)]
+struct Scoped {
+    limits: LimitsConfig,
+    scope: Box<str>,
+    /// The scope's `tollgate_budget_remaining_tokens` handle, taken from the gateway's
+    /// `Metrics` at the first decision. A runtime serves one gateway, whose requests all
+    /// record into its one `Metrics`, so the handle is the one a lookup would find.
+    budget: Budget,
 }
 
 /// What an admission decided: the reservation to settle and the scope's state for headers.
@@ -56,6 +78,44 @@ pub struct Limiter {
 pub struct Admitted {
     pub reservation: Option<Reservation>,
     pub state: Option<ScopeState>,
+}
+
+/// The reservations a request holds, each with the tokens it reserved (what is charged when
+/// the upstream reports no usage). A request holds two at most in practice — its key's and the
+/// answering backend's — kept inline: a `Vec` cost an allocation per limited request.
+#[derive(Default)]
+pub struct Reservations {
+    inline: [Option<(Reservation, u64)>; 2],
+    more: Vec<(Reservation, u64)>,
+}
+
+impl Reservations {
+    pub fn push(&mut self, held: (Reservation, u64)) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(held),
+            None => self.more.push(held),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inline.iter().all(Option::is_none) && self.more.is_empty()
+    }
+
+    /// Takes every reservation out, in the order they were pushed.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Reservation, u64)> + '_ {
+        self.inline
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.more.drain(..))
+    }
+}
+
+impl Extend<(Reservation, u64)> for Reservations {
+    fn extend<I: IntoIterator<Item = (Reservation, u64)>>(&mut self, held: I) {
+        for h in held {
+            self.push(h);
+        }
+    }
 }
 
 /// Why a backend was skipped by its limits.
@@ -87,12 +147,30 @@ impl Limiter {
             .auth
             .keys
             .iter()
-            .map(|k| (k.name.clone(), k.limits.unwrap_or(config.limits)))
+            .map(|k| {
+                let limits = k.limits.unwrap_or(config.limits);
+                let scope = key_scope(Some(&k.name)).into_boxed_str();
+                let scoped = Scoped {
+                    limits,
+                    scope,
+                    ..Scoped::default()
+                };
+                (k.name.clone(), scoped)
+            })
             .collect();
         let backends = config
             .backends
             .iter()
-            .filter_map(|(name, b)| Some((name.clone(), b.limits?)))
+            .filter_map(|(name, b)| {
+                let limits = b.limits?;
+                let scope = backend_scope(name).into_boxed_str();
+                let scoped = Scoped {
+                    limits,
+                    scope,
+                    ..Scoped::default()
+                };
+                Some((name.clone(), scoped))
+            })
             .collect();
         Ok(Limiter {
             store,
@@ -107,18 +185,28 @@ impl Limiter {
     /// The limits of a request's client key (`None`: no key).
     pub fn key_limits(&self, key: Option<&str>) -> LimitsConfig {
         match key {
-            Some(name) => self.keys.get(name).copied().unwrap_or(self.default),
+            Some(name) => self.keys.get(name).map_or(self.default, |k| k.limits),
             None => self.default,
+        }
+    }
+
+    /// A request's client key's limits and scope; a key the configuration does not name (none
+    /// reaches here through authentication) has the default limits.
+    fn key_scoped(&self, key: Option<&str>) -> (LimitsConfig, Cow<'_, str>, Option<&Budget>) {
+        match key.map(|name| (name, self.keys.get(name))) {
+            Some((_, Some(k))) => (k.limits, Cow::Borrowed(&*k.scope), Some(&k.budget)),
+            Some((name, None)) => (self.default, Cow::Owned(key_scope(Some(name))), None),
+            None => (self.default, Cow::Borrowed(ANONYMOUS), None),
         }
     }
 
     /// Whether any backend has counted limits (so requests need an estimate).
     pub fn backends_count(&self) -> bool {
-        self.backends.values().any(LimitsConfig::counts)
+        self.backends.values().any(|b| b.limits.counts())
     }
 
     pub fn backend_limits(&self, backend: &str) -> Option<LimitsConfig> {
-        self.backends.get(backend).copied()
+        self.backends.get(backend).map(|b| b.limits)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -138,12 +226,11 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let limits = self.key_limits(key);
+        let (limits, scope, budget) = self.key_scoped(key);
         if !limits.counts() {
             return Ok(Admitted::default());
         }
-        let scope = key_scope(key);
-        match self.decide(&scope, limits, tokens, metrics).await {
+        match self.decide(&scope, budget, limits, tokens, metrics).await {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(refused),
             Err(()) => match self.state.on_error {
@@ -160,11 +247,19 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, Skipped> {
-        let Some(limits) = self.backend_limits(backend).filter(LimitsConfig::counts) else {
+        let Some(scoped) = self.backends.get(backend).filter(|b| b.limits.counts()) else {
             return Ok(Admitted::default());
         };
-        let scope = format!("backend:{backend}");
-        match self.decide(&scope, limits, tokens, metrics).await {
+        match self
+            .decide(
+                &scoped.scope,
+                Some(&scoped.budget),
+                scoped.limits,
+                tokens,
+                metrics,
+            )
+            .await
+        {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(Skipped::OverLimit {
                 retry_after: refused.retry_after().unwrap_or(Duration::from_secs(1)),
@@ -176,10 +271,12 @@ impl Limiter {
         }
     }
 
-    /// One decision; `Err(())` when the store could not make it.
+    /// One decision; `Err(())` when the store could not make it. `budget`: the scope's kept
+    /// gauge handle, when it has one.
     async fn decide(
         &self,
         scope: &str,
+        budget: Option<&Budget>,
         limits: LimitsConfig,
         tokens: u64,
         metrics: &Metrics,
@@ -194,7 +291,13 @@ impl Limiter {
             tokens,
         };
         let now = SystemTime::now();
-        let decision = match self.store.admit(&[ask], now).await {
+        let asks = [ask];
+        // Memory and SQLite decide at once; only Redis is waited for.
+        let decided = match self.store.admit_now(&asks, now) {
+            Some(decided) => decided,
+            None => self.store.admit(&asks, now).await,
+        };
+        let decision = match decided {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(scope, error = %e, on_error = ?self.state.on_error, "the limits store could not decide");
@@ -210,7 +313,12 @@ impl Limiter {
             } => {
                 let state = states.into_iter().next();
                 if let Some(today) = state.and_then(|s| s.tokens_today) {
-                    metrics.budget_remaining(scope, today.remaining);
+                    match budget {
+                        Some(gauge) => gauge
+                            .get_or_init(|| metrics.budget_gauge(scope))
+                            .set(today.remaining as f64),
+                        None => metrics.budget_remaining(scope, today.remaining),
+                    }
                 }
                 Ok(Admitted {
                     reservation: Some(reservation),
@@ -267,6 +375,11 @@ pub fn key_scope(key: Option<&str>) -> String {
     }
 }
 
+/// The limits scope of a backend.
+fn backend_scope(backend: &str) -> String {
+    format!("backend:{backend}")
+}
+
 /// How much longer than `server.request_timeout` a Redis reservation lives unsettled: a
 /// request never outlives its timeout, so a reservation older than this belongs to a replica
 /// that died, and its tokens go back to the budget.
@@ -314,9 +427,18 @@ pub fn estimate(endpoint: Endpoint, body: &JsonObject, output_cap: u64) -> u64 {
 /// `IMAGE_BYTES` per image instead of its length (a data URL `…;base64,DATA`, or an Anthropic
 /// source `{"type":"base64",…,"data":"DATA"}`).
 fn text_bytes(raw: &[u8]) -> usize {
+    // Built once: `memmem::find` builds its searcher on every call, which cost more than the
+    // search through a short prompt.
+    static BASE64: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"base64"));
+    // Shorter than `base64` and the shortest data run counted as an image (most prompts): no
+    // image to find, so no search.
+    if raw.len() < 6 + MIN_DATA_RUN {
+        return raw.len();
+    }
     let mut total = 0;
     let mut rest = raw;
-    while let Some(at) = memchr::memmem::find(rest, b"base64") {
+    while let Some(at) = BASE64.find(rest) {
         let tail = &rest[at + 6..];
         total += at + 6;
         let skip = data_run(tail);
@@ -328,6 +450,9 @@ fn text_bytes(raw: &[u8]) -> usize {
     total + rest.len()
 }
 
+/// The shortest run of base64 data counted as an image.
+const MIN_DATA_RUN: usize = 256;
+
 /// Where a run of base64 data that starts near the front of `tail` ends (0 when none does):
 /// the data follows `base64` within a few bytes (`,` in a data URL; `","media_type":…,"data":"`
 /// in an Anthropic source), and is long (short runs are words).
@@ -337,7 +462,7 @@ fn data_run(tail: &[u8]) -> usize {
     let mut i = 0;
     while i < near {
         let run = tail[i..].iter().take_while(|b| is_data(b)).count();
-        if run >= 256 {
+        if run >= MIN_DATA_RUN {
             return i + run;
         }
         i += run.max(1);
@@ -350,7 +475,10 @@ fn data_run(tail: &[u8]) -> usize {
 pub fn output_cap(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -> u64 {
     let asked = crate::retry::budget_fields(endpoint)
         .iter()
-        .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+        .filter_map(|f| {
+            let raw = body.raw(f)?;
+            plain_u64(raw).or_else(|| body.decode::<u64>(f).ok().flatten())
+        })
         .max();
     match (asked, key_cap) {
         (Some(a), Some(c)) => a.min(c),
@@ -360,6 +488,18 @@ pub fn output_cap(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -
     }
 }
 
+/// A JSON number that is plainly a `u64` (1 to 19 digits, no leading zero): what nearly every
+/// `max_tokens` is, read without a JSON parser. `None` for anything else, which `decode`
+/// judges as before (a float, a negative, a string, 20 digits that may overflow).
+fn plain_u64(raw: &[u8]) -> Option<u64> {
+    let plain = !raw.is_empty()
+        && raw.len() <= 19
+        && (raw[0] != b'0' || raw.len() == 1)
+        && raw.iter().all(u8::is_ascii_digit);
+    // 19 digits stay below u64::MAX (1.8e19): no overflow.
+    plain.then(|| raw.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
@@ -367,48 +507,80 @@ const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-toke
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
-/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants and numbers are
-/// written straight into header values: this runs on every limited request.
+/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants, numbers are
+/// written straight into header values and durations by hand into a stack buffer; a limit or a
+/// reset the same as on the previous answer is that answer's value again: this runs on every
+/// limited request.
 pub fn headers(state: &ScopeState, out: &mut HeaderMap) {
-    let reset = |d: Duration| {
-        HeaderValue::try_from(duration_text(d)).unwrap_or(HeaderValue::from_static("0s"))
-    };
     if let Some(q) = state.requests {
-        out.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit));
+        out.insert(LIMIT_REQUESTS, last_or_new(0, Made::Number(q.limit)));
         out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
-        out.insert(RESET_REQUESTS, reset(q.reset));
+        out.insert(RESET_REQUESTS, last_or_new(1, Made::reset(q.reset)));
     }
     if let Some(q) = state.tokens.or(state.tokens_today) {
-        out.insert(LIMIT_TOKENS, HeaderValue::from(q.limit));
+        out.insert(LIMIT_TOKENS, last_or_new(2, Made::Number(q.limit)));
         out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
-        out.insert(RESET_TOKENS, reset(q.reset));
+        out.insert(RESET_TOKENS, last_or_new(3, Made::reset(q.reset)));
     }
 }
 
-/// A duration as OpenAI writes it: `120ms`, `6s`, `1m30s`, `7h2m0s` (whole seconds rounded
-/// up). Written by hand into a stack buffer: `format!` costs several times more, on every
-/// limited request.
-pub fn duration_text(d: Duration) -> String {
-    let mut text = Text::default();
-    let ms = d.as_millis();
-    if ms < 1000 {
-        text.number(ms as u64);
-        text.push(b"ms");
-    } else {
-        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-        if h > 0 {
-            text.number(h);
-            text.push(b"h");
+/// What a header value is made from: a number, or a reset as its text depends on it
+/// (milliseconds under a second, else whole seconds rounded up).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Number(u64),
+    Millis(u64),
+    Secs(u64),
+}
+
+impl Made {
+    fn reset(d: Duration) -> Made {
+        let ms = d.as_millis();
+        if ms < 1000 {
+            Made::Millis(ms as u64)
+        } else {
+            Made::Secs(d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)))
         }
-        if h > 0 || m > 0 {
-            text.number(m);
-            text.push(b"m");
-        }
-        text.number(s);
-        text.push(b"s");
     }
-    text.into_string()
+
+    fn value(self) -> HeaderValue {
+        match self {
+            Made::Number(n) => HeaderValue::from(n),
+            Made::Millis(ms) => Text::of_millis(ms).value(),
+            Made::Secs(secs) => Text::of_secs(secs).value(),
+        }
+    }
+}
+
+thread_local! {
+    /// The last limit and reset values written, by slot. A scope's limits are the same on every
+    /// answer and its resets change once a second, so most answers clone the last value (its
+    /// bytes are shared) instead of formatting and allocating one: about 170 instructions less
+    /// per value. The remaining counts change on every answer and are not kept.
+    static LAST: RefCell<[Option<(Made, HeaderValue)>; 4]> =
+        const { RefCell::new([const { None }; 4]) };
+}
+
+/// The value `made` makes: the last one of `slot` when it was made from the same.
+fn last_or_new(slot: usize, made: Made) -> HeaderValue {
+    LAST.with_borrow_mut(|last| match &last[slot] {
+        Some((was, value)) if *was == made => value.clone(),
+        _ => {
+            let value = made.value();
+            last[slot] = Some((made, value.clone()));
+            value
+        }
+    })
+}
+
+/// A duration as the `x-ratelimit-reset-*` headers write it, as a string (for tests).
+#[cfg(test)]
+fn duration_text(d: Duration) -> String {
+    match Made::reset(d) {
+        Made::Millis(ms) => Text::of_millis(ms).into_string(),
+        Made::Secs(secs) => Text::of_secs(secs).into_string(),
+        Made::Number(_) => unreachable!("a reset is never a plain number"),
+    }
 }
 
 /// A short ASCII text built in place: `u64::MAX` hours, minutes and seconds fit.
@@ -427,6 +599,32 @@ impl Default for Text {
 }
 
 impl Text {
+    /// `120ms`: a reset under a second, as OpenAI writes it.
+    fn of_millis(ms: u64) -> Text {
+        let mut text = Text::default();
+        text.number(ms);
+        text.push(b"ms");
+        text
+    }
+
+    /// `6s`, `1m30s`, `7h2m0s`: a reset of whole seconds (rounded up), as OpenAI writes it.
+    /// Written by hand into a stack buffer: `format!` costs several times more.
+    fn of_secs(secs: u64) -> Text {
+        let mut text = Text::default();
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        if h > 0 {
+            text.number(h);
+            text.push(b"h");
+        }
+        if h > 0 || m > 0 {
+            text.number(m);
+            text.push(b"m");
+        }
+        text.number(s);
+        text.push(b"s");
+        text
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
@@ -446,9 +644,16 @@ impl Text {
         self.push(&digits[at..]);
     }
 
+    #[cfg(test)]
     fn into_string(self) -> String {
         // Only ASCII digits and unit letters were pushed.
         String::from_utf8_lossy(&self.buf[..self.len]).into_owned()
+    }
+
+    /// The text as a header value, copied once. Only ASCII digits and unit letters are ever
+    /// pushed, all valid in a header value, so the fallback is never taken.
+    fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.buf[..self.len]).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -492,6 +697,235 @@ mod tests {
         assert_eq!(text_bytes(br#""plain text""#), 12);
         // The word itself in text is not an image.
         assert_eq!(text_bytes(br#""about base64 encoding""#), 23);
+        // The shortest image: `base64` and 256 bytes of data, around the short cut.
+        for len in [255, 256, 257] {
+            let raw = format!("base64{}", "A".repeat(len));
+            let expected = if len >= MIN_DATA_RUN {
+                6 + IMAGE_BYTES
+            } else {
+                raw.len()
+            };
+            assert_eq!(text_bytes(raw.as_bytes()), expected, "{len}");
+        }
+    }
+
+    /// The output cap as it was read before `plain_u64`: every field through serde.
+    fn output_cap_by_serde(endpoint: Endpoint, body: &JsonObject, key_cap: Option<u64>) -> u64 {
+        let asked = crate::retry::budget_fields(endpoint)
+            .iter()
+            .filter_map(|f| body.decode::<u64>(f).ok().flatten())
+            .max();
+        match (asked, key_cap) {
+            (Some(a), Some(c)) => a.min(c),
+            (Some(a), None) => a,
+            (None, Some(c)) => c,
+            (None, None) => DEFAULT_RESERVED_OUTPUT,
+        }
+    }
+
+    /// A small deterministic generator (xorshift), for inputs without a dependency.
+    fn numbers(seed: u64) -> impl Iterator<Item = u64> {
+        let mut x = seed;
+        std::iter::from_fn(move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Some(x)
+        })
+    }
+
+    #[test]
+    fn budgets_read_by_hand_as_serde_reads_them() {
+        let mut values: Vec<String> = [
+            "0",
+            "7",
+            "500",
+            "05",
+            "00",
+            "-1",
+            "-0",
+            "1e3",
+            "1.0",
+            "2.5",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "\"5\"",
+            "null",
+            "true",
+            "[]",
+            "{}",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        for n in numbers(0x9e37_79b9_7f4a_7c15).take(300) {
+            // Every length from 1 to 20 digits.
+            values.push((n >> (n % 64)).to_string());
+            values.push(n.to_string());
+        }
+        for value in &values {
+            for endpoint in [
+                Endpoint::ChatCompletions,
+                Endpoint::Messages,
+                Endpoint::Responses,
+            ] {
+                for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+                    let json = format!(r#"{{"model":"m","{field}":{value}}}"#);
+                    let Ok(body) = JsonObject::parse(json.as_bytes()) else {
+                        continue;
+                    };
+                    for cap in [None, Some(64), Some(u64::MAX)] {
+                        assert_eq!(
+                            output_cap(endpoint, &body, cap),
+                            output_cap_by_serde(endpoint, &body, cap),
+                            "{json} {cap:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let both =
+            JsonObject::parse(br#"{"max_tokens":300,"max_completion_tokens":70}"#).expect("json");
+        assert_eq!(output_cap(Endpoint::ChatCompletions, &both, None), 300);
+        assert_eq!(
+            plain_u64(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(
+            plain_u64(b"18446744073709551615"),
+            None,
+            "20 digits go to serde"
+        );
+    }
+
+    /// The headers as they were written before the stack buffers: `HeaderValue::from` and
+    /// `format!`-like strings, one insert at a time.
+    fn headers_before(state: &ScopeState, out: &mut HeaderMap) {
+        let reset = |d: Duration| HeaderValue::try_from(duration_text(d)).expect("ascii");
+        if let Some(q) = state.requests {
+            out.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit));
+            out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
+            out.insert(RESET_REQUESTS, reset(q.reset));
+        }
+        if let Some(q) = state.tokens.or(state.tokens_today) {
+            out.insert(LIMIT_TOKENS, HeaderValue::from(q.limit));
+            out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
+            out.insert(RESET_TOKENS, reset(q.reset));
+        }
+    }
+
+    #[test]
+    fn headers_are_the_same_as_before() {
+        let mut gen = numbers(0x2545_f491_4f6c_dd1d);
+        let quota = |gen: &mut dyn Iterator<Item = u64>| {
+            let n = gen.next().unwrap_or(0);
+            let m = gen.next().unwrap_or(0);
+            (n % 4 != 0).then(|| tollgate_store::Quota {
+                limit: n >> (n % 64),
+                remaining: m >> (m % 64),
+                reset: Duration::from_millis(m % 200_000_000),
+            })
+        };
+        let mut state = ScopeState::default();
+        for round in 0..1500 {
+            // Two rounds in three keep the limits and resets (the values kept from the last
+            // answer), changing only what remains.
+            if round % 3 == 0 {
+                state = ScopeState {
+                    requests: quota(&mut gen),
+                    tokens: quota(&mut gen),
+                    tokens_today: quota(&mut gen),
+                };
+            } else {
+                let quotas = [
+                    &mut state.requests,
+                    &mut state.tokens,
+                    &mut state.tokens_today,
+                ];
+                for q in quotas.into_iter().flatten() {
+                    q.remaining = gen.next().unwrap_or(0) >> 20;
+                }
+            }
+            // An answer's map already holds a few headers (or none).
+            let mut before = HeaderMap::new();
+            for i in 0..round % 9 {
+                before.insert(
+                    HeaderName::try_from(format!("x-upstream-{i}")).expect("name"),
+                    HeaderValue::from(i),
+                );
+            }
+            let mut after = before.clone();
+            headers_before(&state, &mut before);
+            headers(&state, &mut after);
+            assert_eq!(after, before, "{state:?}");
+            let names = |m: &HeaderMap| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+            assert_eq!(names(&after), names(&before), "the same order");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_budget_gauge_follows_every_decision() {
+        let config: Config = serde_yaml::from_str(
+            r#"
+auth: { keys: [ { name: ci, key: secret-ci, limits: { tokens_per_day: 1000 } } ] }
+backends:
+  nv: { type: openai, api_url: "http://127.0.0.1:9/v1", api_key: k, models: [m], limits: { tokens_per_day: 500 } }
+"#,
+        )
+        .expect("config");
+        let limiter = Limiter::build(&config, None, false).expect("limiter");
+        let metrics = Metrics::new();
+        let gauge = |scope: &str, left: u64| {
+            format!("tollgate_budget_remaining_tokens{{scope=\"{scope}\"}} {left}")
+        };
+        let mut held = Vec::new();
+        for (tokens, left) in [(100, 900), (50, 850)] {
+            let admitted = limiter.admit_key(Some("ci"), tokens, &metrics).await;
+            held.extend(admitted.ok().and_then(|a| a.reservation));
+            let text = metrics.render();
+            assert!(text.contains(&gauge("key:ci", left)), "{text}");
+        }
+        let admitted = limiter.admit_backend("nv", 200, &metrics).await;
+        held.extend(admitted.ok().and_then(|a| a.reservation));
+        assert!(metrics.render().contains(&gauge("backend:nv", 300)));
+        // A reload's limiter keeps the store, and writes the same series.
+        let reloaded = Limiter::build(&config, Some(&limiter), false).expect("limiter");
+        let admitted = reloaded.admit_key(Some("ci"), 25, &metrics).await;
+        held.extend(admitted.ok().and_then(|a| a.reservation));
+        let text = metrics.render();
+        assert!(text.contains(&gauge("key:ci", 825)), "{text}");
+        assert_eq!(text.matches("scope=\"key:ci\"").count(), 1, "{text}");
+        assert_eq!(held.len(), 4);
+    }
+
+    #[test]
+    fn reservations_drain_in_the_order_they_were_pushed() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        let reserve = |scope: &str| {
+            let ask = Ask {
+                scope,
+                limits: Limits::default(),
+                tokens: 10,
+            };
+            match store.admit_now(&[ask], now) {
+                Some(Ok(Decision::Admitted { reservation, .. })) => reservation,
+                _ => panic!("the memory store admits without limits"),
+            }
+        };
+        let mut held = Reservations::default();
+        assert!(held.is_empty());
+        held.push((reserve("key:a"), 1));
+        held.extend(Some((reserve("backend:b"), 2)));
+        held.push((reserve("backend:c"), 3));
+        assert!(!held.is_empty());
+        let order: Vec<u64> = held.drain().map(|(_, n)| n).collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert!(held.is_empty());
+        held.push((reserve("key:a"), 4));
+        assert_eq!(held.drain().map(|(_, n)| n).collect::<Vec<_>>(), [4]);
     }
 
     #[test]

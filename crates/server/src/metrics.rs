@@ -514,9 +514,14 @@ impl Metrics {
 
     /// Tokens left today in a scope with a `tokens_per_day` budget.
     pub fn budget_remaining(&self, scope: &str, remaining: u64) {
+        self.budget_gauge(scope).set(remaining as f64);
+    }
+
+    /// The `tollgate_budget_remaining_tokens` gauge of `scope`, for a caller that keeps the
+    /// handle (the limiter, per configured scope) and so sets it without a lookup.
+    pub fn budget_gauge(&self, scope: &str) -> Gauge {
         if let Some(gauge) = self.budgets.load().get(scope) {
-            gauge.set(remaining as f64);
-            return;
+            return gauge.clone();
         }
         let gauge = self.recorder.register_gauge(
             &Key::from_parts(
@@ -525,12 +530,12 @@ impl Metrics {
             ),
             &META,
         );
-        gauge.set(remaining as f64);
         self.budgets.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.insert(scope.to_owned(), gauge.clone());
             map
         });
+        gauge
     }
 
     /// Whether the limits store answered its last decision.

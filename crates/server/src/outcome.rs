@@ -41,7 +41,7 @@ pub struct Outcome {
     /// the real usage when the request ends.
     /// Each with the tokens it holds: what is charged when the upstream answered but reported
     /// no usage (a stream cut short, a backend that counts nothing).
-    pub reservations: Vec<(tollgate_store::Reservation, u64)>,
+    pub reservations: crate::limits::Reservations,
     /// Whether an answer started: a whole answer, or a stream's first upstream event. A
     /// request that fails before (every target refused, even after a committed 200) is
     /// charged nothing.
@@ -75,7 +75,7 @@ impl Outcome {
             first_event: None,
             usage: None,
             completed: false,
-            reservations: Vec::new(),
+            reservations: crate::limits::Reservations::default(),
             answered: false,
             trace: None,
             metrics,
@@ -104,7 +104,7 @@ impl Outcome {
             .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
         let answered = self.answered || self.first_event.is_some();
         let now = std::time::SystemTime::now();
-        for (reservation, held) in self.reservations.drain(..) {
+        for (reservation, held) in self.reservations.drain() {
             match used {
                 Some(tokens) => reservation.settle(tokens, now),
                 None if answered => reservation.settle(held, now),

@@ -52,6 +52,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// one round trip.
     async fn admit(&self, asks: &[Ask<'_>], now: SystemTime) -> Result<Decision, StoreError>;
 
+    /// [`Store::admit`] at once, from a store that decides in memory (memory, SQLite): the same
+    /// decision without the boxed future an `async` trait method costs, on every request.
+    /// `None` from a store that must wait for its answer (Redis): ask [`Store::admit`].
+    fn admit_now(
+        &self,
+        _asks: &[Ask<'_>],
+        _now: SystemTime,
+    ) -> Option<Result<Decision, StoreError>> {
+        None
+    }
+
     /// One scope's counters as they stand at `now` (zero for a scope never seen), for the
     /// remaining-tokens gauge and the dashboard: [`Usage::remaining_today`].
     async fn usage(&self, scope: &str, now: SystemTime) -> Result<Usage, StoreError>;

@@ -142,6 +142,10 @@ impl Store for SqliteStore {
         self.ledger.admit(asks, millis(now))
     }
 
+    fn admit_now(&self, asks: &[Ask<'_>], now: SystemTime) -> Option<Result<Decision, StoreError>> {
+        Some(self.ledger.admit(asks, millis(now)))
+    }
+
     async fn usage(&self, scope: &str, now: SystemTime) -> Result<Usage, StoreError> {
         Ok(self.ledger.usage(scope, millis(now)))
     }
