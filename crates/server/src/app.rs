@@ -810,7 +810,17 @@ fn tollgate_headers(headers: &mut HeaderMap, outcome: &Outcome) {
     {
         headers.insert(X_TOLLGATE_BACKEND, v);
     }
-    headers.insert(X_TOLLGATE_ATTEMPTS, HeaderValue::from(outcome.attempts));
+    headers.insert(X_TOLLGATE_ATTEMPTS, attempts_value(outcome.attempts));
+}
+
+/// `x-tollgate-attempts`' value: a constant for the usual counts (a number formatted into a
+/// new value costs an allocation per answer).
+fn attempts_value(attempts: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(attempts as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(attempts),
+    }
 }
 
 /// Ends a request with an error in its door's shape, noting it in the request's log line.
@@ -896,6 +906,13 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_read_as_numbers() {
+        for n in [0u32, 1, 2, 9, 10, 11, 12345, u32::MAX] {
+            assert_eq!(attempts_value(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn percent_decoding() {

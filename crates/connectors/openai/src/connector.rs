@@ -340,7 +340,10 @@ impl Connector for OpenAiCompatible {
         self.start_health_check();
 
         let upstream = &self.upstream;
-        let mut req = upstream.request(Method::POST, endpoint.path(), body.to_bytes());
+        // Content-type, accept, the request id, the door's own headers, the defaults.
+        let more = 3 + native.len() + self.default_headers.len();
+        let mut req =
+            upstream.request_with_room(Method::POST, endpoint.path(), body.to_bytes(), more);
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(

@@ -43,6 +43,29 @@ impl Upstream {
         req
     }
 
+    /// Like [`Upstream::request`], with room for `more` headers the caller adds. A clone of the
+    /// backend's map is exactly full: the first insert grew it (a reallocation and a rehash),
+    /// and hyper grew it again for `host` and `content-length`, on every request.
+    pub fn request_with_room(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        more: usize,
+    ) -> http::Request<OutBody> {
+        let mut req = http::Request::new(OutBody::from(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.uri(path);
+        // hyper's client adds `host` and `content-length` to the same map.
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + more + 2);
+        // The same names, values and order as a clone.
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        *req.headers_mut() = headers;
+        req
+    }
+
     /// `{base}/{path}`; the endpoints' URIs are built once (a `Uri` clones by reference count).
     fn uri(&self, path: &str) -> http::Uri {
         if let Some((_, uri)) = self.uris.iter().find(|(p, _)| *p == path) {
