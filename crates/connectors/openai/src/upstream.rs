@@ -177,8 +177,9 @@ impl Upstream {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
+        // At the deadline itself: no clock read to turn it into a duration and back.
+        let at = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(at, Limited::new(body, limit).collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 Err(GatewayError::UpstreamFailed(format!(
