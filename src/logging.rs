@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_core::config::LogFormat;
 use tollgate_core::Config;
+use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -202,11 +203,28 @@ where
     ) -> fmt::Result {
         thread_local! {
             static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+            /// The last callsite written on this thread, and which of its field names need
+            /// escaping: the request line comes from one callsite, so its names are looked at
+            /// once per thread rather than once per line.
+            static NAMES: std::cell::RefCell<Option<(Identifier, u64)>> = const { std::cell::RefCell::new(None) };
         }
+        let meta = event.metadata();
+        let escaped = NAMES.with(|names| {
+            let fields = meta.fields();
+            let id = meta.callsite();
+            let mut names = names.borrow_mut();
+            match &*names {
+                Some((last, escaped)) if *last == id => *escaped,
+                _ => {
+                    let escaped = names_to_escape(fields);
+                    *names = Some((id, escaped));
+                    escaped
+                }
+            }
+        });
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            let meta = event.metadata();
             line.push_str("{\"timestamp\":\"");
             push_timestamp(&mut line, SystemTime::now());
             line.push_str("\",\"level\":\"");
@@ -216,6 +234,7 @@ where
                 line: &mut line,
                 first: true,
                 scratch: String::new(),
+                escaped,
             };
             event.record(&mut fields);
             line.push_str("},\"target\":");
@@ -226,12 +245,25 @@ where
     }
 }
 
+/// Bit `i` set: the name of field `i` needs escaping. Fields past the 64th are always
+/// escaped as needed (`Fields::name` checks them each time).
+fn names_to_escape(fields: &tracing::field::FieldSet) -> u64 {
+    fields
+        .iter()
+        .take(64)
+        .enumerate()
+        .filter(|(_, f)| needs_escape(f.name().as_bytes()))
+        .fold(0, |mask, (i, _)| mask | 1 << i)
+}
+
 /// Writes an event's fields as JSON members.
 struct Fields<'a> {
     line: &'a mut String,
     first: bool,
     /// For values only `Debug` can print.
     scratch: String,
+    /// The callsite's names that need escaping (`names_to_escape`).
+    escaped: u64,
 }
 
 impl Fields<'_> {
@@ -240,8 +272,15 @@ impl Fields<'_> {
             self.line.push(',');
         }
         self.first = false;
-        push_json_str(self.line, field.name());
-        self.line.push(':');
+        let plain = field.index() < 64 && self.escaped & (1 << field.index()) == 0;
+        if plain {
+            self.line.push('"');
+            self.line.push_str(field.name());
+            self.line.push_str("\":");
+        } else {
+            push_json_str(self.line, field.name());
+            self.line.push(':');
+        }
         self.line
     }
 }
@@ -300,7 +339,7 @@ impl Visit for Fields<'_> {
 /// whole.
 fn push_json_str(line: &mut String, s: &str) {
     line.push('"');
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(s.as_bytes()) {
         line.push_str(s);
         line.push('"');
         return;
@@ -322,6 +361,33 @@ fn push_json_str(line: &mut String, s: &str) {
     line.push('"');
 }
 
+/// Whether `s` holds a byte JSON must escape: a control character, a quote or a backslash.
+/// Eight bytes are tested at once (every field name and value of the request line goes
+/// through here); a byte-at-a-time test cost most of the line's formatting.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `x` is zero; exact as a whole (a borrow only starts at a zero byte).
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // A byte below 0x20 (bytes of 0x80 and above have their high bit masked off by `!x`);
+        // a byte equal to `"` or `\\` is zero after the xor.
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
+        if control
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 fn push_padded_hex(line: &mut String, v: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     line.push(HEX[(v >> 4) as usize & 0xf] as char);
@@ -340,9 +406,8 @@ fn push_u64(line: &mut String, mut v: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        line.push(d as char);
-    }
+    // ASCII digits: the check cannot fail, and one copy is cheaper than a push per digit.
+    line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Appends `v` with at least `width` digits.
@@ -359,9 +424,39 @@ fn push_padded(line: &mut String, v: u64, width: usize) {
     push_u64(line, v);
 }
 
-/// RFC 3339 in UTC with microseconds: `2026-11-22T00:53:10.237925Z`.
+/// RFC 3339 in UTC with microseconds: `2026-11-22T00:53:10.237925Z`. Written into a fixed
+/// buffer and copied once (every line starts with one); a year past 9999, which does not fit
+/// the buffer, is written number by number.
 fn push_timestamp(line: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    if year > 9999 {
+        return push_timestamp_by_parts(line, since);
+    }
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut out[0..4], year.max(0) as u64);
+    put_digits(&mut out[5..7], u64::from(month));
+    put_digits(&mut out[8..10], u64::from(day));
+    put_digits(&mut out[11..13], rest / 3600);
+    put_digits(&mut out[14..16], rest % 3600 / 60);
+    put_digits(&mut out[17..19], rest % 60);
+    put_digits(&mut out[20..26], u64::from(since.subsec_micros()));
+    // ASCII digits and separators: the check cannot fail.
+    line.push_str(std::str::from_utf8(&out).unwrap_or_default());
+}
+
+/// Writes the last `out.len()` decimal digits of `v` into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// [`push_timestamp`] for any year, one number at a time.
+fn push_timestamp_by_parts(line: &mut String, since: Duration) {
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
@@ -427,6 +522,39 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_read_as_written_by_parts() {
+        // Every field's carries and ends: epoch, leap days, year ends, the last
+        // microsecond of a day, and a pseudo-random walk over four centuries.
+        let mut moments: Vec<Duration> = [
+            0u64,
+            951_782_400_000_000,
+            1_795_308_790_237_925,
+            1_767_225_599_999_999,
+            253_402_300_799_999_999,
+        ]
+        .into_iter()
+        .map(Duration::from_micros)
+        .collect();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            moments.push(Duration::from_micros(x % 12_622_780_800_000_000));
+        }
+        for since in moments {
+            let (mut fast, mut parts) = (String::new(), String::new());
+            push_timestamp(&mut fast, UNIX_EPOCH + since);
+            push_timestamp_by_parts(&mut parts, since);
+            assert_eq!(fast, parts, "{since:?}");
+        }
+        // Past 9999 the year takes more digits, as before.
+        let mut far = String::new();
+        push_timestamp(&mut far, UNIX_EPOCH + Duration::from_secs(253_402_300_800));
+        assert_eq!(far, "10000-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
     fn a_line_is_one_json_object() {
         use tracing_subscriber::layer::SubscriberExt;
         let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -454,6 +582,43 @@ mod tests {
         assert_eq!(f["ms"], 1.235);
         assert_eq!(f["ok"], true);
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn field_names_are_escaped_per_callsite() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let sink = sink.clone();
+            move || Capture(sink.clone())
+        };
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonLine)
+                .with_writer(writer),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            // Two callsites taking turns, each twice: the cache of one never serves the other.
+            for _ in 0..2 {
+                tracing::info!(target: "t", plain = 1u64, "q\"uote" = 2u64, "back\\slash" = 3u64);
+                tracing::info!(target: "t", other = 4u64, "a\tb" = 5u64);
+            }
+        });
+        let text = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 4);
+        for pair in lines.chunks(2) {
+            let f = &pair[0]["fields"];
+            assert_eq!(
+                (&f["plain"], &f["q\"uote"], &f["back\\slash"]),
+                (&1.into(), &2.into(), &3.into())
+            );
+            let g = &pair[1]["fields"];
+            assert_eq!((&g["other"], &g["a\tb"]), (&4.into(), &5.into()));
+        }
     }
 
     struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -503,6 +668,48 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(notice).expect("a JSON line");
         assert_eq!(v["fields"]["dropped"], dropped);
         assert_eq!(sink.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    /// The byte-at-a-time test `needs_escape` replaced, kept as the reference.
+    fn needs_escape_reference(s: &[u8]) -> bool {
+        s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    }
+
+    #[test]
+    fn needs_escape_agrees_with_a_byte_at_a_time_test() {
+        // Every byte value at every place of strings up to three words long, among plain
+        // bytes and among high ones (whose bits could fool a word-wide test).
+        for background in [b'a', 0x80, 0xff, 0x21] {
+            for len in 0..=24 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut text = vec![background; len];
+                        text[at] = b;
+                        assert_eq!(
+                            needs_escape(&text),
+                            needs_escape_reference(&text),
+                            "{text:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // And mixed strings from a fixed pseudo-random sequence.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 33) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|i| (x.rotate_left(i as u32 * 7) as u8) | if i % 3 == 0 { 0x20 } else { 0 })
+                .collect();
+            assert_eq!(
+                needs_escape(&text),
+                needs_escape_reference(&text),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct JsonObject {
 const INDEX_FROM: usize = 32;
 
 /// A key as text. Keys are UTF-8: they come from parsed JSON or from `&str`.
-fn key_str(key: &Bytes) -> &str {
+fn key_str(key: &[u8]) -> &str {
     std::str::from_utf8(key).unwrap_or_default()
 }
 
@@ -174,8 +174,14 @@ impl JsonObject {
                 Err(e) => Err(JsonError::Syntax(e.to_string())),
             };
         }
-        let fields: Fields<'_> =
-            serde_json::from_slice(bytes).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        // Checked as UTF-8 once, whole, then read as text: read from bytes, serde_json checks
+        // every string and every raw value again on its own (most of a body is both). A body
+        // that is not UTF-8 is read from its bytes, for serde_json's own error and position.
+        let read = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str::<Fields<'_>>(text),
+            Err(_) => serde_json::from_slice::<Fields<'_>>(bytes),
+        };
+        let fields = read.map_err(|e| JsonError::Syntax(e.to_string()))?;
         let base = bytes.as_ptr() as usize;
         let mut object = JsonObject {
             fields: Vec::with_capacity(fields.0.len()),
@@ -298,6 +304,20 @@ impl JsonObject {
         }
     }
 
+    /// Sets `key` to the JSON string `value`: what `insert(key, value)` writes, without
+    /// serde for a string that needs no escape (a model name, the usual case).
+    pub fn insert_str(&mut self, key: &str, value: &str) {
+        if needs_no_escape(value.as_bytes()) {
+            let mut json = BytesMut::with_capacity(value.len() + 2);
+            json.extend_from_slice(b"\"");
+            json.extend_from_slice(value.as_bytes());
+            json.extend_from_slice(b"\"");
+            self.set(key, json.freeze());
+        } else {
+            self.insert(key, value);
+        }
+    }
+
     /// Removes `key`, returning its raw JSON text.
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         let at = self.position(key)?;
@@ -341,7 +361,7 @@ impl JsonObject {
             if i > 0 {
                 out.extend_from_slice(b",");
             }
-            write_key(&mut out, key_str(key));
+            write_key(&mut out, key);
             out.extend_from_slice(b":");
             out.extend_from_slice(value);
         }
@@ -350,13 +370,19 @@ impl JsonObject {
     }
 }
 
+/// Whether serde_json writes `text` as a JSON string unchanged between its quotes: it escapes
+/// only control characters, `"` and `\\`.
+fn needs_no_escape(text: &[u8]) -> bool {
+    text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Writes `key` as a JSON string; plain keys (the usual case) are copied as they are.
-fn write_key(out: &mut BytesMut, key: &str) {
-    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+fn write_key(out: &mut BytesMut, key: &[u8]) {
+    if needs_no_escape(key) {
         out.extend_from_slice(b"\"");
-        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(key);
         out.extend_from_slice(b"\"");
-    } else if let Ok(quoted) = serde_json::to_vec(key) {
+    } else if let Ok(quoted) = serde_json::to_vec(key_str(key)) {
         out.extend_from_slice(&quoted);
     }
 }
@@ -419,6 +445,32 @@ mod tests {
             JsonObject::parse(b"{} x"),
             Err(JsonError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn errors_read_as_from_bytes() {
+        // Text and bytes are read by the same parser: the same message at the same place.
+        let bodies: &[&[u8]] = &[
+            b"{",
+            br#"{"a":1,}"#,
+            b"{\"a\":\"x\x01\"}",
+            br#"{"a":"\q"}"#,
+            br#"{"a":tru}"#,
+            br#"{"a":1} x"#,
+            b"{\"a\":\"\xff\"}",
+            b"{\"\xc3\":1}",
+            br#"{"a":[1,2,{"b":}]}"#,
+        ];
+        for body in bodies {
+            let expected = match serde_json::from_slice::<Fields<'_>>(body) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{} parses", String::from_utf8_lossy(body)),
+            };
+            match JsonObject::parse(body) {
+                Err(JsonError::Syntax(got)) => assert_eq!(got, expected),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -503,6 +555,27 @@ mod tests {
         let body = format!(r#"{{"s":"{deep_text}","t":"\\\"[[[","u":[1]}}"#);
         let obj = JsonObject::parse(body.as_bytes()).expect("strings are not nesting");
         assert_eq!(obj.get("u"), Some("[1]"));
+    }
+
+    #[test]
+    fn insert_str_writes_what_insert_writes() {
+        for value in [
+            "m",
+            "up:m",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+            "é/ü",
+            "\u{7f}",
+        ] {
+            let mut fast = JsonObject::parse(br#"{"model":"x"}"#).expect("parses");
+            let mut slow = fast.clone();
+            fast.insert_str("model", value);
+            slow.insert("model", value);
+            assert_eq!(fast.to_bytes(), slow.to_bytes(), "{value:?}");
+        }
     }
 
     #[test]

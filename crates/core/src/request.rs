@@ -121,7 +121,13 @@ impl ClientRequest {
         // Every `JsonError` is the client's: its message says which problem (syntax, kind, depth).
         let body = JsonObject::parse_bytes(bytes)
             .map_err(|e: JsonError| GatewayError::invalid(e.to_string()))?;
-        let model = match body.decode::<String>("model") {
+        // The usual values are read straight from their raw text (`plain_string`, `flag`,
+        // `plain_count`); anything else goes through serde as before, errors included.
+        let model = match body.get("model").and_then(plain_string) {
+            Some(m) => Ok(Some(m.to_owned())),
+            None => body.decode::<String>("model"),
+        };
+        let model = match model {
             Ok(Some(m)) if !m.trim().is_empty() => m,
             Ok(_) if routed.is_some() => routed.unwrap_or_default().to_owned(),
             Ok(_) => {
@@ -137,7 +143,12 @@ impl ClientRequest {
                 ))
             }
         };
-        let stream = match body.decode::<Option<bool>>("stream") {
+        let stream = match body.raw("stream") {
+            None | Some(b"null" | b"false") => Ok(Some(Some(false))),
+            Some(b"true") => Ok(Some(Some(true))),
+            Some(_) => body.decode::<Option<bool>>("stream"),
+        };
+        let stream = match stream {
             Ok(v) => v.flatten().unwrap_or(false),
             Err(_) => {
                 return Err(GatewayError::invalid_field(
@@ -199,7 +210,8 @@ impl ClientRequest {
             Endpoint::Embeddings => require(&body, "input")?,
         }
         for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            if body.decode::<Option<u64>>(field).is_err() {
+            let plain = body.raw(field).is_none_or(plain_count);
+            if !plain && body.decode::<Option<u64>>(field).is_err() {
                 return Err(GatewayError::invalid_field(
                     field,
                     format!("field `{field}` must be a non-negative integer"),
@@ -213,6 +225,23 @@ impl ClientRequest {
             body,
         })
     }
+}
+
+/// The text of a raw JSON string without escapes — what serde decodes it to (a raw value is
+/// valid JSON, so such a string holds no control character). `None` for anything else.
+fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// Whether a raw value is `null` or an integer serde reads as a `u64` without question:
+/// digits only, no leading zero, at most 19 of them (19 digits always fit in a `u64`).
+fn plain_count(raw: &[u8]) -> bool {
+    raw == b"null"
+        || (!raw.is_empty()
+            && raw.len() <= 19
+            && raw.iter().all(u8::is_ascii_digit)
+            && (raw[0] != b'0' || raw.len() == 1))
 }
 
 fn require(body: &JsonObject, field: &str) -> Result<(), GatewayError> {
@@ -245,6 +274,85 @@ pub struct Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_fast_paths_read_as_serde_does() {
+        for raw in [
+            r#""m""#,
+            r#""""#,
+            r#""up:m""#,
+            r#""a\"b""#,
+            r#""\u0041""#,
+            "null",
+            "1",
+            r#""é""#,
+        ] {
+            if let Some(fast) = plain_string(raw) {
+                assert_eq!(
+                    serde_json::from_str::<String>(raw).ok().as_deref(),
+                    Some(fast)
+                );
+            }
+        }
+        assert_eq!(plain_string(r#""up:m""#), Some("up:m"));
+        assert_eq!(plain_string(r#""a\"b""#), None);
+        for raw in [
+            "0",
+            "7",
+            "64",
+            "00",
+            "01",
+            "-1",
+            "1.0",
+            "1e3",
+            "null",
+            "true",
+            "\"5\"",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "",
+        ] {
+            if plain_count(raw.as_bytes()) {
+                assert!(serde_json::from_str::<Option<u64>>(raw).is_ok(), "{raw}");
+            }
+        }
+        assert!(plain_count(b"64") && plain_count(b"0") && plain_count(b"null"));
+        assert!(!plain_count(b"01") && !plain_count(b"-1") && !plain_count(b"1.5"));
+        // Through the whole parse: the same requests and the same refusals as before.
+        let ok = ClientRequest::parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"up:m","messages":[],"stream":true,"max_tokens":64}"#,
+        )
+        .expect("valid");
+        assert_eq!((ok.model.as_str(), ok.stream), ("up:m", true));
+        let escaped = ClientRequest::parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"a\u002fb","messages":[],"stream":null}"#,
+        )
+        .expect("valid");
+        assert_eq!((escaped.model.as_str(), escaped.stream), ("a/b", false));
+        for (body, param) in [
+            (&br#"{"model":null,"messages":[]}"#[..], "model"),
+            (br#"{"model":"m","messages":[],"stream":"yes"}"#, "stream"),
+            (
+                br#"{"model":"m","messages":[],"max_tokens":-1}"#,
+                "max_tokens",
+            ),
+            (
+                br#"{"model":"m","messages":[],"max_tokens":1.5}"#,
+                "max_tokens",
+            ),
+        ] {
+            let e = ClientRequest::parse(Endpoint::ChatCompletions, body).expect_err("refused");
+            assert_eq!(param_of(e).as_deref(), Some(param));
+        }
+        assert!(ClientRequest::parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"m","messages":[],"max_tokens":1e2}"#
+        )
+        .is_err());
+    }
 
     fn param_of(e: GatewayError) -> Option<String> {
         match e {

@@ -90,9 +90,14 @@ impl Router {
             return Ok(usable);
         }
         // Rules 3 and 4.
-        let target = self.direct(model)?;
-        // Rule 5: the backend's own model lists.
-        if !self.permits(&target) {
+        let (target, policy) = self.direct_with_policy(model)?;
+        // Rule 5: the backend's own model lists (the policy found with the prefix, when the
+        // model named its backend: one lookup, not two).
+        let permitted = match policy {
+            Some(policy) => policy.permits(&target.backend, &target.model),
+            None => self.permits(&target),
+        };
+        if !permitted {
             return Err(GatewayError::ModelNotFound(format!(
                 "model `{}` is not available on backend `{}`",
                 target.model, target.backend
@@ -104,24 +109,36 @@ impl Router {
     /// Rules 3 and 4 for one model name: `backend:model` when the prefix is a configured
     /// backend, otherwise the default backend with the name unchanged.
     fn direct(&self, model: &str) -> Result<Target, GatewayError> {
+        self.direct_with_policy(model).map(|(target, _)| target)
+    }
+
+    /// [`Router::direct`], with the backend's policy when the prefix found it.
+    fn direct_with_policy(
+        &self,
+        model: &str,
+    ) -> Result<(Target, Option<&ModelPolicy>), GatewayError> {
         if let Some((prefix, rest)) = model.split_once(':') {
-            if let Some((name, _)) = self.backends.get_key_value(prefix) {
+            if let Some((name, policy)) = self.backends.get_key_value(prefix) {
                 if rest.is_empty() {
                     return Err(GatewayError::ModelNotFound(format!(
                         "model `{model}` names backend `{prefix}` but no model after the `:`"
                     )));
                 }
-                return Ok(Target {
+                let target = Target {
                     backend: name.clone(),
                     model: rest.to_owned(),
-                });
+                };
+                return Ok((target, Some(policy)));
             }
         }
         match &self.default_backend {
-            Some(backend) => Ok(Target {
-                backend: backend.clone(),
-                model: model.to_owned(),
-            }),
+            Some(backend) => Ok((
+                Target {
+                    backend: backend.clone(),
+                    model: model.to_owned(),
+                },
+                None,
+            )),
             None => Err(GatewayError::ModelNotFound(format!(
                 "model `{model}` does not start with a configured backend (`backend:model`) and no default_backend is set; {}",
                 self.describe_backends()

@@ -174,17 +174,116 @@ fn value_start(after_key: &[u8]) -> Option<u8> {
 /// read when that fails.
 pub fn find_usage(body: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
-    let at = memchr::memmem::rfind(body, key)?;
+    let at = rfind_key(body, key)?;
     let rest = &body[at + key.len()..];
     let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     if rest[colon] == b':' {
-        let mut values =
-            serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Option<Usage>>();
+        let value = &rest[colon + 1..];
+        if let Some(usage) = flat_usage(value) {
+            return Some(usage);
+        }
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<Usage>>();
         if let Some(Ok(usage)) = values.next() {
             return usage;
         }
     }
     Peek::read(body).usage
+}
+
+/// Where the last `key` (a quoted name) starts: only a quote can start it, so the quotes are
+/// walked from the end. A key near the end (usage is last in OpenAI's answers) is found after
+/// a few quotes, and no searcher is built per call (building one cost more than the search).
+fn rfind_key(body: &[u8], key: &[u8]) -> Option<usize> {
+    memchr::memrchr_iter(b'"', body).find(|&at| body[at..].starts_with(key))
+}
+
+/// The usual `usage` object read by hand: a flat object of plain non-negative integers
+/// (`{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}`). `None` for anything else —
+/// nested details, `null`, escapes, a duplicated field, a number serde_json would refuse or
+/// read another way — which serde then reads as before; where this answers, it answers what
+/// serde would (`flat_usage_agrees_with_serde`).
+fn flat_usage(value: &[u8]) -> Option<Usage> {
+    /// JSON's own white space (not `is_ascii_whitespace`, which also takes a form feed).
+    fn skip_ws(v: &[u8], mut i: usize) -> usize {
+        while i < v.len() && matches!(v[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+    let mut i = skip_ws(value, 0);
+    if value.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(value, i + 1);
+    // prompt (or input), completion (or output), total, cache read, cache creation.
+    let mut seen: [Option<u64>; 5] = [None; 5];
+    if value.get(i) == Some(&b'}') {
+        return Some(Usage::from_parts(seen));
+    }
+    loop {
+        if value.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_start = i + 1;
+        let key_len = memchr::memchr2(b'"', b'\\', &value[key_start..])?;
+        if value[key_start + key_len] != b'"' {
+            return None;
+        }
+        let key = &value[key_start..key_start + key_len];
+        i = skip_ws(value, key_start + key_len + 1);
+        if value.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(value, i + 1);
+        let digits_start = i;
+        let mut n: u64 = 0;
+        while let Some(d) = value.get(i).filter(|b| b.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            i += 1;
+        }
+        let digits = i - digits_start;
+        // No digits, or a leading zero serde_json refuses; a fraction or exponent would be
+        // read as a float.
+        if digits == 0 || (digits > 1 && value[digits_start] == b'0') {
+            return None;
+        }
+        if matches!(value.get(i), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let slot = match key {
+            b"prompt_tokens" | b"input_tokens" => Some(0),
+            b"completion_tokens" | b"output_tokens" => Some(1),
+            b"total_tokens" => Some(2),
+            b"cache_read_input_tokens" => Some(3),
+            b"cache_creation_input_tokens" => Some(4),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            // serde refuses a field given twice (an alias counts as the same field).
+            if seen[slot].replace(n).is_some() {
+                return None;
+            }
+        }
+        i = skip_ws(value, i);
+        match value.get(i) {
+            Some(b',') => i = skip_ws(value, i + 1),
+            Some(b'}') => return Some(Usage::from_parts(seen)),
+            _ => return None,
+        }
+    }
+}
+
+impl Usage {
+    /// The counts `flat_usage` read, as `WireUsage` (absent counts are 0) would give them.
+    fn from_parts(seen: [Option<u64>; 5]) -> Usage {
+        Usage::from(WireUsage {
+            prompt_tokens: seen[0].unwrap_or(0),
+            completion_tokens: seen[1].unwrap_or(0),
+            total_tokens: seen[2].unwrap_or(0),
+            cache_read_input_tokens: seen[3],
+            cache_creation_input_tokens: seen[4],
+        })
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +447,112 @@ mod tests {
         let body =
             br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"id":"z"}"#;
         assert_eq!(find_usage(body).map(|u| u.completion_tokens), Some(2));
+    }
+
+    /// `find_usage`'s serde read of the value, kept as the reference for `flat_usage`.
+    fn serde_usage(value: &[u8]) -> Option<Option<Usage>> {
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<Usage>>();
+        values.next()?.ok()
+    }
+
+    #[test]
+    fn flat_usage_agrees_with_serde() {
+        let samples: &[&[u8]] = &[
+            br#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#,
+            br#" { "input_tokens" : 3 ,"output_tokens":5,"cache_read_input_tokens":1000,"cache_creation_input_tokens":20 } "#,
+            br#"{}"#,
+            br#"{"total_tokens":0,"x":12}"#,
+            br#"{"prompt_tokens":18446744073709551615}"#,
+            br#"{"prompt_tokens":1,"total_tokens":1}}]"#,
+        ];
+        for sample in samples {
+            let fast = flat_usage(sample);
+            assert!(fast.is_some(), "{}", String::from_utf8_lossy(sample));
+            assert_eq!(
+                fast,
+                serde_usage(sample).flatten(),
+                "{}",
+                String::from_utf8_lossy(sample)
+            );
+        }
+        // Left to serde: each of these is refused or read another way there.
+        let declined: &[&[u8]] = &[
+            b"null",
+            br#"{"prompt_tokens":1,"input_tokens":2}"#,
+            br#"{"prompt_tokens":01}"#,
+            br#"{"prompt_tokens":1.0}"#,
+            br#"{"prompt_tokens":1e2}"#,
+            br#"{"prompt_tokens":-1}"#,
+            br#"{"prompt_tokens":18446744073709551616}"#,
+            br#"{"prompt_tokens":null}"#,
+            br#"{"prompt_tokens_details":{"cached_tokens":0},"prompt_tokens":3}"#,
+            br#"{"prompt\u005ftokens":3}"#,
+            b"{\"prompt_tokens\":\x0c3}",
+            br#"{"prompt_tokens":3,}"#,
+            br#"{"prompt_tokens":3"#,
+        ];
+        for sample in declined {
+            assert_eq!(
+                flat_usage(sample),
+                None,
+                "{}",
+                String::from_utf8_lossy(sample)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Wherever the hand reader answers, serde_json reads the same usage.
+        #[test]
+        fn flat_usage_agrees_on_spliced_objects(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "{", "}", ",", ":", " ", "\n", "\"prompt_tokens\"", "\"input_tokens\"",
+                    "\"completion_tokens\"", "\"output_tokens\"", "\"total_tokens\"",
+                    "\"cache_read_input_tokens\"", "\"cache_creation_input_tokens\"", "\"x\"",
+                    "0", "7", "12", "00", "1.5", "-3", "null", "99999999999999999999",
+                ]),
+                0..16,
+            )
+        ) {
+            let value = pieces.concat();
+            if let Some(fast) = flat_usage(value.as_bytes()) {
+                proptest::prop_assert_eq!(Some(fast), serde_usage(value.as_bytes()).flatten());
+            }
+        }
+
+        /// Objects of the usual shape, with any counts: always read by hand, as serde reads them.
+        #[test]
+        fn flat_usage_reads_the_usual_shape(
+            // (Counts that sum without overflow: `From<WireUsage>` adds them.)
+            counts in proptest::collection::vec((0usize..7, 0u64..1 << 60), 0..6)
+        ) {
+            let names = ["prompt_tokens", "completion_tokens", "total_tokens", "input_tokens",
+                "output_tokens", "cache_read_input_tokens", "other"];
+            let mut used = std::collections::HashSet::new();
+            let members: Vec<String> = counts
+                .iter()
+                // An alias and its field, or a field twice, is a duplicate: serde refuses it.
+                .filter(|(k, _)| used.insert(if *k == 3 { 0 } else if *k == 4 { 1 } else { *k }) || *k == 6)
+                .map(|(k, n)| format!("\"{}\":{n}", names[*k]))
+                .collect();
+            let value = format!("{{{}}}", members.join(","));
+            let fast = flat_usage(value.as_bytes());
+            proptest::prop_assert!(fast.is_some(), "{}", value);
+            proptest::prop_assert_eq!(fast, serde_usage(value.as_bytes()).flatten());
+        }
+    }
+
+    #[test]
+    fn the_last_usage_key_is_found_from_the_end() {
+        let body =
+            br#"{"a":"\"usage\"","usage":{"total_tokens":1},"b":{"usage":{"total_tokens":2}}}"#;
+        assert_eq!(find_usage(body).map(|u| u.total_tokens), Some(2));
+        assert_eq!(
+            rfind_key(body, b"\"usage\""),
+            memchr::memmem::rfind(body, b"\"usage\"")
+        );
+        assert_eq!(rfind_key(b"usage\"", b"\"usage\""), None);
     }
 
     #[test]

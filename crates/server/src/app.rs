@@ -436,7 +436,8 @@ impl Gateway {
                         body: AnswerBody::Stream { first, rest },
                         wire,
                     }) => {
-                        let mut headers = tollgate_headers(headers, &outcome);
+                        let mut headers = headers;
+                        tollgate_headers(&mut headers, &outcome);
                         limit_headers(limit_state, &mut headers);
                         outcome.status = 200;
                         crate::dashboard::committed(&outcome, false);
@@ -617,9 +618,9 @@ impl Gateway {
 fn native_headers(door: Protocol, headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     if door == Protocol::Messages {
-        for name in ["anthropic-version", "anthropic-beta"] {
+        for name in [&ANTHROPIC_VERSION, &ANTHROPIC_BETA] {
             for value in headers.get_all(name) {
-                out.append(HeaderName::from_static(name), value.clone());
+                out.append(name.clone(), value.clone());
             }
         }
     }
@@ -633,11 +634,20 @@ fn limit_headers(state: Option<tollgate_store::ScopeState>, headers: &mut Header
     }
 }
 
+/// Header names of the hot path, built once: a lookup or insert by `&str` parses and validates
+/// the name on every request.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const ANTHROPIC_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("anthropic-idempotency-key");
+const X_TOLLGATE_BACKEND: HeaderName = HeaderName::from_static("x-tollgate-backend");
+const X_TOLLGATE_ATTEMPTS: HeaderName = HeaderName::from_static("x-tollgate-attempts");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
 /// The `Idempotency-Key` (Stripe's name) or `anthropic-idempotency-key` a request carries.
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    ["idempotency-key", "anthropic-idempotency-key"]
-        .iter()
-        .find_map(|name| headers.get(*name)?.to_str().ok())
+    [&IDEMPOTENCY_KEY, &ANTHROPIC_IDEMPOTENCY_KEY]
+        .into_iter()
+        .find_map(|name| headers.get(name)?.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255)
         .map(str::to_owned)
@@ -770,9 +780,13 @@ fn answer_whole(
             };
             outcome.status = 200;
             outcome.completed = true;
-            let headers = tollgate_headers(headers, &outcome);
+            // Written straight into the answer's headers, after the content type and the
+            // upstream's passed headers, in the order a merged map had them.
             let mut resp = json_response(StatusCode::OK, bytes);
-            resp.headers_mut().extend(headers);
+            if !headers.is_empty() {
+                resp.headers_mut().extend(headers);
+            }
+            tollgate_headers(resp.headers_mut(), &outcome);
             resp
         }
         Ok(Answer {
@@ -789,18 +803,24 @@ fn answer_whole(
 }
 
 /// Adds `x-tollgate-backend` and `x-tollgate-attempts` to the upstream's passed headers.
-fn tollgate_headers(mut headers: HeaderMap, outcome: &Outcome) -> HeaderMap {
+fn tollgate_headers(headers: &mut HeaderMap, outcome: &Outcome) {
     if let Some(v) = outcome
         .backend()
         .and_then(|b| HeaderValue::from_str(b).ok())
     {
-        headers.insert(HeaderName::from_static("x-tollgate-backend"), v);
+        headers.insert(X_TOLLGATE_BACKEND, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-tollgate-attempts"),
-        HeaderValue::from(outcome.attempts),
-    );
-    headers
+    headers.insert(X_TOLLGATE_ATTEMPTS, attempts_value(outcome.attempts));
+}
+
+/// `x-tollgate-attempts`' value: a constant for the usual counts (a number formatted into a
+/// new value costs an allocation per answer).
+fn attempts_value(attempts: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(attempts as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(attempts),
+    }
 }
 
 /// Ends a request with an error in its door's shape, noting it in the request's log line.
@@ -810,8 +830,7 @@ fn refuse(mut outcome: Outcome, error: GatewayError) -> Response<Body> {
     let mut resp = door::error_response(outcome.door, &error);
     outcome.status = resp.status().as_u16();
     if outcome.attempts > 0 {
-        let headers = tollgate_headers(HeaderMap::new(), &outcome);
-        resp.headers_mut().extend(headers);
+        tollgate_headers(resp.headers_mut(), &outcome);
     }
     resp
 }
@@ -887,6 +906,13 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_read_as_numbers() {
+        for n in [0u32, 1, 2, 9, 10, 11, 12345, u32::MAX] {
+            assert_eq!(attempts_value(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn percent_decoding() {

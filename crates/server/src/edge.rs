@@ -352,7 +352,7 @@ impl Edge {
                     |c| c.graceful_shutdown(),
                     &conn,
                     limits,
-                    &mut stage,
+                    &stage,
                     open,
                 )
                 .await
@@ -374,7 +374,7 @@ impl Edge {
                     |c| c.graceful_shutdown(),
                     &conn,
                     limits,
-                    &mut stage,
+                    &stage,
                     open,
                 ))
                 .await
@@ -407,13 +407,17 @@ async fn drive<F>(
     shut: impl Fn(Pin<&mut F>),
     conn: &ConnState,
     limits: Limits,
-    stage: &mut watch::Receiver<Stage>,
+    stage: &watch::Receiver<Stage>,
     open: &mut Open,
 ) -> Option<hyper::Result<()>>
 where
     F: Future<Output = hyper::Result<()>>,
 {
     let mut served = std::pin::pin!(served);
+    // The stage's next change, one wait kept across the loop's turns: a `changed()` made
+    // afresh on each turn (each wake-up of the connection, several per request) put a waiter
+    // in the channel's list and took it out again every time.
+    let mut next_stage = std::pin::pin!(stage_change(stage.clone()));
     let timer = tokio::time::sleep(Duration::ZERO);
     let mut timer = std::pin::pin!(timer);
     // Set once an idle HTTP/2 connection was told to go: the latest it may take to finish.
@@ -448,8 +452,8 @@ where
                     stop_by = Some(now + limits.header_read);
                 }
             }
-            changed = stage.changed() => {
-                let stage = if changed.is_ok() { *stage.borrow_and_update() } else { Stage::Abort };
+            (stage, rx) = next_stage.as_mut() => {
+                next_stage.set(stage_change(rx));
                 match stage {
                     Stage::Serving => {}
                     Stage::Draining => {
@@ -467,6 +471,16 @@ where
             }
         }
     }
+}
+
+/// The serving stage once it changes (`Abort` when the edge is gone), and the receiver, to
+/// wait for the change after.
+async fn stage_change(mut rx: watch::Receiver<Stage>) -> (Stage, watch::Receiver<Stage>) {
+    let stage = match rx.changed().await {
+        Ok(()) => *rx.borrow_and_update(),
+        Err(_) => Stage::Abort,
+    };
+    (stage, rx)
 }
 
 /// Whether hyper ended an HTTP/2 connection because a keep-alive PING went unanswered (its

@@ -33,6 +33,10 @@ const PASSED_HEADERS: &[&str] = &[
     "openai-version",
 ];
 
+/// Constant names: an insert by name built per call validates the name on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+
 /// What a connector type fixes about its backends.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -268,10 +272,7 @@ pub fn passed_headers(upstream: &HeaderMap) -> HeaderMap {
         if PASSED_HEADERS.contains(&n) || n.starts_with("x-ratelimit-") {
             out.append(name.clone(), value.clone());
         } else if n == "x-request-id" {
-            out.insert(
-                HeaderName::from_static("x-upstream-request-id"),
-                value.clone(),
-            );
+            out.insert(X_UPSTREAM_REQUEST_ID, value.clone());
         }
     }
     out
@@ -326,7 +327,7 @@ impl Connector for OpenAiCompatible {
             request_id,
             headers: native,
         } = request;
-        body.insert("model", &model);
+        body.insert_str("model", &model);
         // OpenAI streams carry usage only when asked; ask, and keep the answer to ourselves.
         let hide_usage = stream
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
@@ -339,7 +340,10 @@ impl Connector for OpenAiCompatible {
         self.start_health_check();
 
         let upstream = &self.upstream;
-        let mut req = upstream.request(Method::POST, endpoint.path(), body.to_bytes());
+        // Content-type, accept, the request id, the door's own headers, the defaults.
+        let more = 3 + native.len() + self.default_headers.len();
+        let mut req =
+            upstream.request_with_room(Method::POST, endpoint.path(), body.to_bytes(), more);
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(
@@ -351,7 +355,7 @@ impl Connector for OpenAiCompatible {
             }),
         );
         if let Ok(id) = HeaderValue::from_str(&request_id) {
-            h.insert(HeaderName::from_static("x-request-id"), id);
+            h.insert(X_REQUEST_ID, id);
         }
         // The client's own headers for a natively spoken door, then the backend's defaults
         // where neither set one.

@@ -43,6 +43,29 @@ impl Upstream {
         req
     }
 
+    /// Like [`Upstream::request`], with room for `more` headers the caller adds. A clone of the
+    /// backend's map is exactly full: the first insert grew it (a reallocation and a rehash),
+    /// and hyper grew it again for `host` and `content-length`, on every request.
+    pub fn request_with_room(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        more: usize,
+    ) -> http::Request<OutBody> {
+        let mut req = http::Request::new(OutBody::from(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.uri(path);
+        // hyper's client adds `host` and `content-length` to the same map.
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + more + 2);
+        // The same names, values and order as a clone.
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        *req.headers_mut() = headers;
+        req
+    }
+
     /// `{base}/{path}`; the endpoints' URIs are built once (a `Uri` clones by reference count).
     fn uri(&self, path: &str) -> http::Uri {
         if let Some((_, uri)) = self.uris.iter().find(|(p, _)| *p == path) {
@@ -154,8 +177,9 @@ impl Upstream {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
+        // At the deadline itself: no clock read to turn it into a duration and back.
+        let at = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(at, Limited::new(body, limit).collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 Err(GatewayError::UpstreamFailed(format!(
