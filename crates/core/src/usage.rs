@@ -41,13 +41,18 @@ struct WireUsage {
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Usage {
-        let cached =
-            w.cache_read_input_tokens.unwrap_or(0) + w.cache_creation_input_tokens.unwrap_or(0);
-        let prompt_tokens = w.prompt_tokens + cached;
+        // Saturating: an upstream's absurd counts must not overflow (a panic in debug builds).
+        let cached = w
+            .cache_read_input_tokens
+            .unwrap_or(0)
+            .saturating_add(w.cache_creation_input_tokens.unwrap_or(0));
+        let prompt_tokens = w.prompt_tokens.saturating_add(cached);
         Usage {
             prompt_tokens,
             completion_tokens: w.completion_tokens,
-            total_tokens: w.total_tokens.max(prompt_tokens + w.completion_tokens),
+            total_tokens: w
+                .total_tokens
+                .max(prompt_tokens.saturating_add(w.completion_tokens)),
         }
     }
 }
@@ -418,6 +423,17 @@ mod tests {
         assert!(Marks::scan(br#"{"error":{"message":"x"}}"#).error);
         assert!(!Marks::scan(br#"{"error":null,"usage":null}"#).error);
         assert!(!Marks::scan(br#"{"usage":null}"#).usage);
+    }
+
+    #[test]
+    fn huge_counts_saturate_instead_of_overflowing() {
+        let u: Usage = serde_json::from_str(&format!(
+            r#"{{"input_tokens":{m},"cache_read_input_tokens":{m},"cache_creation_input_tokens":5,"output_tokens":{m}}}"#,
+            m = u64::MAX
+        ))
+        .expect("usage");
+        assert_eq!(u.prompt_tokens, u64::MAX);
+        assert_eq!(u.total_tokens, u64::MAX);
     }
 
     #[test]
