@@ -164,10 +164,31 @@ fn echo(body: &JsonObject) -> String {
 }
 
 impl ReplyContext {
-    /// An item id derived from the response id: `msg_<id>_<index>`.
+    /// An item id derived from the response id: `msg_<id>_<index>`. Built with pushes: the
+    /// `fmt` machinery costs more than the rest of an item.
     fn item_id(&self, prefix: &str, index: usize) -> String {
         let base = self.id.strip_prefix("resp_").unwrap_or(&self.id);
-        format!("{prefix}_{base}_{index}")
+        let mut id = String::with_capacity(prefix.len() + base.len() + 8);
+        id.push_str(prefix);
+        id.push('_');
+        id.push_str(base);
+        id.push('_');
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = index;
+        loop {
+            at -= 1;
+            // `n % 10` is below 10: the cast keeps it.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            id.push(char::from(d));
+        }
+        id
     }
 }
 
@@ -210,6 +231,9 @@ mod tests {
         assert!(!ctx.summary);
         assert!(!ctx.single_call);
         assert_eq!(ctx.item_id("msg", 3), "msg_1_3");
+        for index in [0, 9, 10, 12_345, usize::MAX] {
+            assert_eq!(ctx.item_id("fc", index), format!("fc_1_{index}"));
+        }
     }
 
     #[test]

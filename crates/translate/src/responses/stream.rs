@@ -130,6 +130,10 @@ struct ErrorBody<'a> {
     param: (),
 }
 
+/// About what a `response` event takes besides its echoed parameters and output (and what
+/// the events closing an item take besides its text), for reserving room in the output.
+const RESPONSE_EVENT: usize = 512;
+
 /// A text fragment: as a chat chunk's JSON had it (escaped, without its quotes; from the
 /// scanner), or plain (from the full parse, or buffered).
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +309,8 @@ impl ChatToResponses {
             return;
         }
         self.started = true;
+        // Both events at once: one allocation instead of a buffer grown step by step.
+        out.reserve(2 * (RESPONSE_EVENT + self.ctx.echo.len()));
         for kind in ["response.created", "response.in_progress"] {
             let response = ResponseView {
                 ctx: &self.ctx,
@@ -845,6 +851,10 @@ impl ChatToResponses {
         self.start(out);
         let outcome = wire::outcome(self.finish_reason.as_deref());
         let status = wire::item_status(outcome);
+        // The closing events repeat the open item's text about four times (its `.done`, the
+        // part's, the item's, `response.completed`'s output): room for them at once.
+        let text: usize = self.items.iter().map(Item::text_len).sum();
+        out.reserve(RESPONSE_EVENT + self.ctx.echo.len() + 4 * (text + 3 * RESPONSE_EVENT / 2));
         self.close_open(out, status);
         for call in std::mem::take(&mut self.calls) {
             // A call whose name never came cannot be answered: there is nothing to run.

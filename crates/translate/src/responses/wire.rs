@@ -67,6 +67,16 @@ pub(super) struct Part {
 }
 
 impl Item {
+    /// The length of the text the item holds (for sizing buffers).
+    pub fn text_len(&self) -> usize {
+        match &self.body {
+            Body::Message { parts } => parts.iter().map(|p| p.text.len()).sum(),
+            Body::Reasoning { text, .. } => text.len(),
+            Body::FunctionCall { arguments, .. } => arguments.len(),
+            Body::CustomToolCall { input, .. } => input.len(),
+        }
+    }
+
     /// The item as `response.output_item.added` shows it: in progress, nothing accumulated
     /// (empty `content`/`summary`, `""` arguments), as OpenAI sends it.
     pub fn added(&self) -> View<'_> {
@@ -399,9 +409,17 @@ pub(super) fn push_json<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) {
     let _ = serde_json::to_writer(out.writer(), value);
 }
 
-/// Appends `text` as a JSON string, quoted and escaped as serde_json escapes it.
+/// Appends `text` as a JSON string, quoted and escaped as serde_json escapes it. Ids, model
+/// names and most text need no escape: those are copied between quotes in one piece.
 pub(super) fn push_json_str(out: &mut BytesMut, text: &str) {
-    push_json(out, text);
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\"");
+    } else {
+        push_json(out, text);
+    }
 }
 
 /// Appends `n` in decimal.
@@ -605,6 +623,18 @@ mod tests {
             let mut arguments = given.to_owned();
             assert_eq!(function_arguments(&mut arguments), appended);
             assert_eq!(arguments, result);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_written_as_serde_writes_them(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = BytesMut::new();
+            push_json_str(&mut out, &text);
+            proptest::prop_assert_eq!(
+                std::str::from_utf8(&out).expect("utf-8"),
+                serde_json::to_string(&text).expect("json")
+            );
         }
     }
 
