@@ -20,7 +20,7 @@ use super::scan::Scanner;
 use super::wire::{self, Body, Item, Outcome, Part, PartView, ResponseView, Status, View};
 use super::ReplyContext;
 use crate::chat::Chunk;
-use crate::{sse, Failure, StreamTranslator};
+use crate::{Failure, StreamTranslator};
 
 /// Translates one chat.completions stream into a Responses event stream.
 pub struct ChatToResponses {
@@ -283,7 +283,69 @@ fn write_response(
 fn write(out: &mut BytesMut, seq: &mut u64, mut event: Event<'_>) {
     event.sequence_number = *seq;
     *seq += 1;
-    sse::write_named(out, event.kind, &event);
+    event.write(out);
+}
+
+impl Event<'_> {
+    /// Appends `event: TYPE\ndata: JSON\n\n`: the bytes `sse::write_named` gives for the
+    /// serde form (the tests' reference), written by hand with the fields in the struct's
+    /// order and absent ones left out.
+    fn write(&self, out: &mut BytesMut) {
+        fn key(out: &mut BytesMut, name: &[u8]) {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name);
+            out.extend_from_slice(b"\":");
+        }
+        fn number(out: &mut BytesMut, name: &[u8], n: Option<usize>) {
+            if let Some(n) = n {
+                key(out, name);
+                wire::push_u64(out, n as u64);
+            }
+        }
+        fn text(out: &mut BytesMut, name: &[u8], s: Option<&str>) {
+            if let Some(s) = s {
+                key(out, name);
+                wire::push_json_str(out, s);
+            }
+        }
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(self.kind.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":");
+        wire::push_json_str(out, self.kind);
+        out.extend_from_slice(b",\"sequence_number\":");
+        wire::push_u64(out, self.sequence_number);
+        number(out, b"output_index", self.output_index);
+        text(out, b"item_id", self.item_id);
+        number(out, b"content_index", self.content_index);
+        number(out, b"summary_index", self.summary_index);
+        if let Some(item) = &self.item {
+            key(out, b"item");
+            item.write(out);
+        }
+        if let Some(part) = &self.part {
+            key(out, b"part");
+            part.write(out);
+        }
+        text(out, b"delta", self.delta);
+        text(out, b"text", self.text);
+        text(out, b"refusal", self.refusal);
+        text(out, b"name", self.name);
+        text(out, b"arguments", self.arguments);
+        text(out, b"input", self.input);
+        if self.logprobs.is_some() {
+            out.extend_from_slice(b",\"logprobs\":[]");
+        }
+        text(out, b"code", self.code);
+        text(out, b"message", self.message);
+        if self.param.is_some() {
+            out.extend_from_slice(b",\"param\":null");
+        }
+        if let Some(error) = &self.error {
+            key(out, b"error");
+            wire::push_json(out, error);
+        }
+        out.extend_from_slice(b"}\n\n");
+    }
 }
 
 impl ChatToResponses {
@@ -1111,6 +1173,134 @@ mod tests {
                 events.push("[DONE]".to_owned());
             }
             prop_assert_eq!(run(true, &events), run(false, &events));
+        }
+    }
+
+    fn items() -> Vec<Item> {
+        let text = "t \"q\" \\ \n \u{1} é";
+        let part = |refusal| Part {
+            refusal,
+            text: text.into(),
+        };
+        [
+            Body::Message {
+                parts: vec![part(false), part(true)],
+            },
+            Body::Message { parts: vec![] },
+            Body::Reasoning {
+                text: text.into(),
+                summary: true,
+            },
+            Body::Reasoning {
+                text: text.into(),
+                summary: false,
+            },
+            Body::FunctionCall {
+                call_id: "call_\"1".into(),
+                name: "f".into(),
+                namespace: Some("ns".into()),
+                arguments: "{\"a\":1}".into(),
+            },
+            Body::CustomToolCall {
+                call_id: "c".into(),
+                name: "apply_patch".into(),
+                namespace: None,
+                input: text.into(),
+            },
+        ]
+        .into_iter()
+        .map(|body| Item {
+            id: "msg_\"x_0".into(),
+            status: Status::Incomplete,
+            body,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn hand_written_events_match_the_serialized_event() {
+        let items = items();
+        let text = "plain \"q\" \n é";
+        let mut events = vec![
+            Event {
+                kind: "response.output_text.done",
+                output_index: Some(3),
+                item_id: Some("msg_1"),
+                content_index: Some(12),
+                text: Some(text),
+                logprobs: Some([]),
+                ..Event::default()
+            },
+            Event {
+                kind: "response.reasoning_summary_part.added",
+                summary_index: Some(0),
+                part: Some(PartView::SummaryText { text: "" }),
+                ..Event::default()
+            },
+            Event {
+                kind: "response.function_call_arguments.done",
+                output_index: Some(0),
+                item_id: Some("fc_1"),
+                name: Some("f\"n"),
+                arguments: Some(text),
+                ..Event::default()
+            },
+            Event {
+                kind: "response.custom_tool_call_input.done",
+                input: Some(text),
+                refusal: Some(text),
+                delta: Some(text),
+                ..Event::default()
+            },
+            Event {
+                kind: "error",
+                code: Some("server_error"),
+                message: Some(text),
+                param: Some(()),
+                error: Some(ErrorBody {
+                    kind: "server_error",
+                    code: "c",
+                    message: text,
+                    param: (),
+                }),
+                ..Event::default()
+            },
+        ];
+        for part in [
+            PartView::of(false, text),
+            PartView::of(true, text),
+            PartView::ReasoningText { text },
+            PartView::SummaryText { text },
+        ] {
+            events.push(Event {
+                kind: "response.content_part.done",
+                output_index: Some(1),
+                item_id: Some("msg_1"),
+                content_index: Some(0),
+                part: Some(part),
+                ..Event::default()
+            });
+        }
+        for item in &items {
+            for view in [item.added(), item.whole()] {
+                events.push(Event {
+                    kind: "response.output_item.done",
+                    output_index: Some(10),
+                    item: Some(view),
+                    ..Event::default()
+                });
+            }
+        }
+        for (i, mut event) in events.into_iter().enumerate() {
+            event.sequence_number = i as u64 * 7;
+            let mut written = BytesMut::new();
+            event.write(&mut written);
+            let mut serde = BytesMut::new();
+            crate::sse::write_named(&mut serde, event.kind, &event);
+            assert_eq!(
+                std::str::from_utf8(&written).expect("utf-8"),
+                std::str::from_utf8(&serde).expect("utf-8")
+            );
         }
     }
 
