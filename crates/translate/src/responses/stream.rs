@@ -42,6 +42,8 @@ pub struct ChatToResponses {
     trailing: Vec<Trailing>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    /// The bytes of the last delta event around its number and text.
+    delta_bytes: DeltaBytes,
     /// Reads plain text chunks without a parse (`None` in tests: the full parse alone, the
     /// reference the fast path is tested against).
     scanner: Option<Scanner>,
@@ -209,7 +211,7 @@ fn escaped_as_serde(text: &str) -> bool {
 }
 
 /// Where a delta lands inside its item, as its event names it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Within {
     Content(usize),
     Summary(usize),
@@ -227,35 +229,86 @@ struct Delta<'a> {
     logprobs: bool,
 }
 
-fn write_delta(out: &mut BytesMut, seq: &mut u64, d: Delta<'_>) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(d.kind.as_bytes());
-    out.extend_from_slice(b"\ndata: {\"type\":\"");
-    out.extend_from_slice(d.kind.as_bytes());
-    out.extend_from_slice(b"\",\"sequence_number\":");
+/// The bytes of a delta event before its sequence number, between it and the text, and
+/// after the text, kept while deltas go to the same place (nearly every event of a stream
+/// does): a delta then costs four copies and a number.
+#[derive(Default)]
+struct DeltaBytes {
+    /// What the bytes were written for: kind, output index, item id, place.
+    kind: &'static str,
+    output_index: usize,
+    item_id: String,
+    at: Option<Within>,
+    /// `event: KIND\ndata: {"type":"KIND","sequence_number":`
+    head: BytesMut,
+    /// `,"output_index":…,"item_id":…[,"content_index":…],"delta":`
+    middle: BytesMut,
+    /// `,"logprobs":[]}\n\n` or `}\n\n`
+    tail: &'static [u8],
+}
+
+impl DeltaBytes {
+    fn fits(&self, d: &Delta<'_>) -> bool {
+        !self.head.is_empty()
+            && self.kind == d.kind
+            && self.output_index == d.output_index
+            && self.at == d.at
+            && self.item_id == d.item_id
+    }
+
+    fn set(&mut self, d: &Delta<'_>) {
+        self.kind = d.kind;
+        self.output_index = d.output_index;
+        self.item_id.clear();
+        self.item_id.push_str(d.item_id);
+        self.at = d.at;
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(b"event: ");
+        head.extend_from_slice(d.kind.as_bytes());
+        head.extend_from_slice(b"\ndata: {\"type\":");
+        wire::push_json_str(head, d.kind);
+        head.extend_from_slice(b",\"sequence_number\":");
+        let middle = &mut self.middle;
+        middle.clear();
+        middle.extend_from_slice(b",\"output_index\":");
+        wire::push_u64(middle, d.output_index as u64);
+        middle.extend_from_slice(b",\"item_id\":");
+        wire::push_json_str(middle, d.item_id);
+        match d.at {
+            Some(Within::Content(i)) => {
+                middle.extend_from_slice(b",\"content_index\":");
+                wire::push_u64(middle, i as u64);
+            }
+            Some(Within::Summary(i)) => {
+                middle.extend_from_slice(b",\"summary_index\":");
+                wire::push_u64(middle, i as u64);
+            }
+            None => {}
+        }
+        middle.extend_from_slice(b",\"delta\":");
+        self.tail = if d.logprobs {
+            b",\"logprobs\":[]}\n\n"
+        } else {
+            b"}\n\n"
+        };
+    }
+}
+
+fn write_delta(out: &mut BytesMut, seq: &mut u64, bytes: &mut DeltaBytes, d: Delta<'_>) {
+    if !bytes.fits(&d) {
+        bytes.set(&d);
+    }
+    let text = match d.delta {
+        Frag::Escaped(s) | Frag::Plain(s) => s.len(),
+    };
+    out.reserve(bytes.head.len() + 20 + bytes.middle.len() + text + 2 + bytes.tail.len());
+    out.extend_from_slice(&bytes.head);
     wire::push_u64(out, *seq);
     *seq += 1;
-    out.extend_from_slice(b",\"output_index\":");
-    wire::push_u64(out, d.output_index as u64);
-    out.extend_from_slice(b",\"item_id\":");
-    wire::push_json_str(out, d.item_id);
-    match d.at {
-        Some(Within::Content(i)) => {
-            out.extend_from_slice(b",\"content_index\":");
-            wire::push_u64(out, i as u64);
-        }
-        Some(Within::Summary(i)) => {
-            out.extend_from_slice(b",\"summary_index\":");
-            wire::push_u64(out, i as u64);
-        }
-        None => {}
-    }
-    out.extend_from_slice(b",\"delta\":");
+    out.extend_from_slice(&bytes.middle);
     d.delta.write_json(out);
-    if d.logprobs {
-        out.extend_from_slice(b",\"logprobs\":[]");
-    }
-    out.extend_from_slice(b"}\n\n");
+    out.extend_from_slice(bytes.tail);
 }
 
 /// Writes an event that carries a `response` object (`response.created` …) with the next
@@ -362,6 +415,7 @@ impl ChatToResponses {
             trailing: Vec::new(),
             finish_reason: None,
             usage: None,
+            delta_bytes: DeltaBytes::default(),
             scanner: Some(Scanner::default()),
         }
     }
@@ -489,6 +543,7 @@ impl ChatToResponses {
         write_delta(
             out,
             &mut self.seq,
+            &mut self.delta_bytes,
             Delta {
                 kind,
                 output_index: index,
@@ -605,6 +660,7 @@ impl ChatToResponses {
         write_delta(
             out,
             &mut self.seq,
+            &mut self.delta_bytes,
             Delta {
                 kind,
                 output_index: index,
@@ -668,6 +724,7 @@ impl ChatToResponses {
         write_delta(
             out,
             &mut self.seq,
+            &mut self.delta_bytes,
             Delta {
                 kind: "response.function_call_arguments.delta",
                 output_index: index,
@@ -1306,6 +1363,8 @@ mod tests {
 
     #[test]
     fn hand_written_deltas_match_the_serialized_event() {
+        // One cache for every case: each must see its own bytes, not the last one's.
+        let mut cache = DeltaBytes::default();
         for delta in ["plain", "quote \" backslash \\ newline \n \u{1f} é"] {
             for (kind, at, logprobs) in [
                 ("response.output_text.delta", Some(Within::Content(3)), true),
@@ -1316,40 +1375,44 @@ mod tests {
                 ),
                 ("response.function_call_arguments.delta", None, false),
             ] {
-                let mut written = BytesMut::new();
-                write_delta(
-                    &mut written,
-                    &mut 7,
-                    Delta {
-                        kind,
-                        output_index: 12,
-                        item_id: "msg_\"1",
-                        at,
-                        delta: Frag::Plain(delta),
-                        logprobs,
-                    },
-                );
-                let mut serde = BytesMut::new();
-                write(
-                    &mut serde,
-                    &mut 7,
-                    Event {
-                        kind,
-                        output_index: Some(12),
-                        item_id: Some("msg_\"1"),
-                        content_index: match at {
-                            Some(Within::Content(i)) => Some(i),
-                            _ => None,
+                // Twice: the second from the kept bytes, with the next number.
+                let (mut written, mut seq) = (BytesMut::new(), 9);
+                let (mut serde, mut serde_seq) = (BytesMut::new(), 9);
+                for _ in 0..2 {
+                    write_delta(
+                        &mut written,
+                        &mut seq,
+                        &mut cache,
+                        Delta {
+                            kind,
+                            output_index: 12,
+                            item_id: "msg_\"1",
+                            at,
+                            delta: Frag::Plain(delta),
+                            logprobs,
                         },
-                        summary_index: match at {
-                            Some(Within::Summary(i)) => Some(i),
-                            _ => None,
+                    );
+                    write(
+                        &mut serde,
+                        &mut serde_seq,
+                        Event {
+                            kind,
+                            output_index: Some(12),
+                            item_id: Some("msg_\"1"),
+                            content_index: match at {
+                                Some(Within::Content(i)) => Some(i),
+                                _ => None,
+                            },
+                            summary_index: match at {
+                                Some(Within::Summary(i)) => Some(i),
+                                _ => None,
+                            },
+                            delta: Some(delta),
+                            logprobs: logprobs.then_some([]),
+                            ..Event::default()
                         },
-                        delta: Some(delta),
-                        logprobs: logprobs.then_some([]),
-                        ..Event::default()
-                    },
-                );
+                    );
+                }
                 assert_eq!(written, serde);
             }
         }
