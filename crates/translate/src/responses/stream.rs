@@ -160,18 +160,6 @@ impl Frag<'_> {
             }
         }
     }
-
-    /// Appends the text as a JSON string.
-    fn write_json(self, out: &mut BytesMut) {
-        match self {
-            Frag::Escaped(s) => {
-                out.extend_from_slice(b"\"");
-                out.extend_from_slice(s.as_bytes());
-                out.extend_from_slice(b"\"");
-            }
-            Frag::Plain(s) => wire::push_json_str(out, s),
-        }
-    }
 }
 
 /// Whether a chunk may take the scanner: it looks like one JSON object (the full parse
@@ -241,10 +229,10 @@ struct DeltaBytes {
     at: Option<Within>,
     /// `event: KIND\ndata: {"type":"KIND","sequence_number":`
     head: BytesMut,
-    /// `,"output_index":…,"item_id":…[,"content_index":…],"delta":`
+    /// `,"output_index":…,"item_id":…[,"content_index":…],"delta":"`
     middle: BytesMut,
-    /// `,"logprobs":[]}\n\n` or `}\n\n`
-    tail: &'static [u8],
+    /// `","logprobs":[]}\n\n` or `"}\n\n`
+    after: &'static [u8],
 }
 
 impl DeltaBytes {
@@ -286,11 +274,12 @@ impl DeltaBytes {
             }
             None => {}
         }
-        middle.extend_from_slice(b",\"delta\":");
-        self.tail = if d.logprobs {
-            b",\"logprobs\":[]}\n\n"
+        // Ends with the escaped text's opening quote; `after` begins with its closing one.
+        middle.extend_from_slice(b",\"delta\":\"");
+        self.after = if d.logprobs {
+            b"\",\"logprobs\":[]}\n\n"
         } else {
-            b"}\n\n"
+            b"\"}\n\n"
         };
     }
 }
@@ -302,13 +291,25 @@ fn write_delta(out: &mut BytesMut, seq: &mut u64, bytes: &mut DeltaBytes, d: Del
     let text = match d.delta {
         Frag::Escaped(s) | Frag::Plain(s) => s.len(),
     };
-    out.reserve(bytes.head.len() + 20 + bytes.middle.len() + text + 2 + bytes.tail.len());
+    out.reserve(bytes.head.len() + 20 + bytes.middle.len() + text + bytes.after.len());
     out.extend_from_slice(&bytes.head);
     wire::push_u64(out, *seq);
     *seq += 1;
-    out.extend_from_slice(&bytes.middle);
-    d.delta.write_json(out);
-    out.extend_from_slice(bytes.tail);
+    match d.delta {
+        Frag::Escaped(s) => {
+            out.extend_from_slice(&bytes.middle);
+            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(bytes.after);
+        }
+        Frag::Plain(s) => {
+            // The quotes come with the escaped text: without them here. (`set` above wrote
+            // both, so neither is empty.)
+            let (middle, after) = (&bytes.middle, bytes.after);
+            out.extend_from_slice(&middle[..middle.len() - 1]);
+            wire::push_json_str(out, s);
+            out.extend_from_slice(&after[1..]);
+        }
+    }
 }
 
 /// Writes an event that carries a `response` object (`response.created` …) with the next
