@@ -228,12 +228,11 @@ impl Reply {
     }
 
     fn responses_context(&self) -> Result<responses::ReplyContext, GatewayError> {
-        responses::reply_context(
-            &self.request,
-            format!("resp_{}", self.request_id),
-            self.requested_model.clone(),
-        )
-        .map_err(invalid)
+        // Pushed, not `format!`ed: the id is built once per request on the Responses door.
+        let mut id = String::with_capacity(5 + self.request_id.len());
+        id.push_str("resp_");
+        id.push_str(&self.request_id);
+        responses::reply_context(&self.request, id, self.requested_model.clone()).map_err(invalid)
     }
 }
 

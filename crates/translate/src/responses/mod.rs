@@ -12,6 +12,12 @@
 
 mod reply;
 mod request;
+// The Messages door's chunk scanner (one file, one implementation), compiled here too because
+// `anthropic::scan` is private to that module, which this branch may not edit. Making it
+// `pub(crate) mod scan` there turns this into `use crate::anthropic::scan`.
+#[allow(clippy::duplicate_mod)]
+#[path = "../anthropic/scan.rs"]
+mod scan;
 mod stream;
 mod tools;
 mod wire;
@@ -23,7 +29,6 @@ pub use request::to_chat;
 pub use stream::ChatToResponses;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tollgate_core::JsonObject;
 
 use crate::TranslateError;
@@ -42,8 +47,10 @@ pub struct ReplyContext {
     pub created_at: u64,
     /// The client's tools by chat name, to map calls back.
     tools: ToolMap,
-    /// Request parameters the `response` object echoes, as raw JSON, in output order.
-    echo: Vec<(&'static str, Box<RawValue>)>,
+    /// The request parameters the `response` object echoes ([`ECHOED`], in that order), as
+    /// the JSON members `"key":value` joined by commas, written once per request: each
+    /// `response` object of a stream (created, in_progress, completed) copies the same bytes.
+    echo: String,
     /// Reasoning goes out as a summary (`reasoning.summary` was asked for) instead of
     /// `reasoning_text` content.
     summary: bool,
@@ -60,10 +67,7 @@ impl std::fmt::Debug for ReplyContext {
             .field("model", &self.model)
             .field("created_at", &self.created_at)
             .field("tools", &self.tools)
-            .field(
-                "echo",
-                &self.echo.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-            )
+            .field("echo", &ECHOED.iter().map(|(k, _)| *k).collect::<Vec<_>>())
             .field("summary", &self.summary)
             .field("single_call", &self.single_call)
             .finish()
@@ -113,50 +117,78 @@ struct ReasoningParam {
     generate_summary: Option<String>,
 }
 
-/// The echoed parameters: the client's value where it sent one, else the default the
-/// Responses API reports. The SDK's `Response` model requires `tools`, `tool_choice` and
-/// `parallel_tool_calls`; the others are optional there but read by agent frameworks.
-/// `temperature`/`top_p` stay `null` when unset: the backend's own defaults apply, and
-/// claiming OpenAI's would be wrong.
-fn echo(body: &JsonObject) -> Vec<(&'static str, Box<RawValue>)> {
-    const FIELDS: &[(&str, &str)] = &[
-        ("instructions", "null"),
-        ("max_output_tokens", "null"),
-        ("metadata", "{}"),
-        ("parallel_tool_calls", "true"),
-        ("previous_response_id", "null"),
-        ("reasoning", "null"),
-        ("temperature", "null"),
-        ("text", r#"{"format":{"type":"text"}}"#),
-        ("tool_choice", r#""auto""#),
-        ("tools", "[]"),
-        ("top_p", "null"),
-        ("truncation", r#""disabled""#),
-        ("user", "null"),
-    ];
-    FIELDS
-        .iter()
-        .filter_map(|&(key, default)| {
-            let given = body.get(key).filter(|v| *v != "null");
-            // `previous_response_id` is refused by `to_chat`; never echo one.
-            let text = if key == "previous_response_id" {
-                default
-            } else {
-                given.unwrap_or(default)
-            };
-            // Both are JSON text: the body's values were checked when it was parsed.
-            RawValue::from_string(text.to_owned())
-                .ok()
-                .map(|raw| (key, raw))
-        })
-        .collect()
+/// The echoed parameters and the default each has when the client sent none (or `null`):
+/// the default the Responses API reports. The SDK's `Response` model requires `tools`,
+/// `tool_choice` and `parallel_tool_calls`; the others are optional there but read by agent
+/// frameworks. `temperature`/`top_p` stay `null` when unset: the backend's own defaults apply,
+/// and claiming OpenAI's would be wrong.
+const ECHOED: &[(&str, &str)] = &[
+    ("instructions", "null"),
+    ("max_output_tokens", "null"),
+    ("metadata", "{}"),
+    ("parallel_tool_calls", "true"),
+    ("previous_response_id", "null"),
+    ("reasoning", "null"),
+    ("temperature", "null"),
+    ("text", r#"{"format":{"type":"text"}}"#),
+    ("tool_choice", r#""auto""#),
+    ("tools", "[]"),
+    ("top_p", "null"),
+    ("truncation", r#""disabled""#),
+    ("user", "null"),
+];
+
+/// The echoed parameters as JSON members (see [`ReplyContext::echo`]): the client's value
+/// where it sent one, else the default. Values are copied as the client wrote them: the body's
+/// values are JSON text, checked when it was parsed.
+fn echo(body: &JsonObject) -> String {
+    let mut out = String::with_capacity(256);
+    for (i, &(key, default)) in ECHOED.iter().enumerate() {
+        let given = body.get(key).filter(|v| *v != "null");
+        // `previous_response_id` is refused by `to_chat`; never echo one.
+        let text = if key == "previous_response_id" {
+            default
+        } else {
+            given.unwrap_or(default)
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        // The keys are constants without characters JSON escapes.
+        out.push('"');
+        out.push_str(key);
+        out.push_str("\":");
+        out.push_str(text);
+    }
+    out
 }
 
 impl ReplyContext {
-    /// An item id derived from the response id: `msg_<id>_<index>`.
+    /// An item id derived from the response id: `msg_<id>_<index>`. Built with pushes: the
+    /// `fmt` machinery costs more than the rest of an item.
     fn item_id(&self, prefix: &str, index: usize) -> String {
         let base = self.id.strip_prefix("resp_").unwrap_or(&self.id);
-        format!("{prefix}_{base}_{index}")
+        let mut id = String::with_capacity(prefix.len() + base.len() + 8);
+        id.push_str(prefix);
+        id.push('_');
+        id.push_str(base);
+        id.push('_');
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = index;
+        loop {
+            at -= 1;
+            // `n % 10` is below 10: the cast keeps it.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            id.push(char::from(d));
+        }
+        id
     }
 }
 
@@ -178,7 +210,16 @@ mod tests {
             "m".into(),
         )
         .expect("context");
-        let echoed: Vec<(&str, &str)> = ctx.echo.iter().map(|(k, v)| (*k, v.get())).collect();
+        let members = JsonObject::parse(format!("{{{}}}", ctx.echo).as_bytes()).expect("json");
+        let echoed: Vec<(&str, &str)> = members
+            .keys()
+            .map(|k| (k, members.get(k).expect("member")))
+            .collect();
+        assert_eq!(
+            members.keys().collect::<Vec<_>>(),
+            ECHOED.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            "every parameter, in order"
+        );
         assert!(echoed.contains(&("temperature", "0.5")));
         assert!(echoed.contains(&("tools", r#"[{"type":"web_search"}]"#)));
         assert!(
@@ -190,6 +231,9 @@ mod tests {
         assert!(!ctx.summary);
         assert!(!ctx.single_call);
         assert_eq!(ctx.item_id("msg", 3), "msg_1_3");
+        for index in [0, 9, 10, 12_345, usize::MAX] {
+            assert_eq!(ctx.item_id("fc", index), format!("fc_1_{index}"));
+        }
     }
 
     #[test]

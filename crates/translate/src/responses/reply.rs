@@ -3,7 +3,7 @@
 //! `output_text` is not written: it is an SDK convenience the SDKs compute from `output`
 //! (openai-python's `Response.output_text` property), not part of the wire object.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, Body, Item, Part, ResponseView};
 use super::ReplyContext;
@@ -90,12 +90,9 @@ pub fn from_chat_response(chat: &[u8], ctx: &ReplyContext) -> Result<Bytes, Tran
         usage: completion.usage.as_ref(),
         error: None,
     };
-    serde_json::to_vec(&response)
-        .map(Bytes::from)
-        .map_err(|e| TranslateError {
-            message: format!("could not write the response: {e}"),
-            param: None,
-        })
+    let mut out = BytesMut::with_capacity(1024 + chat.len());
+    response.write(&mut out);
+    Ok(out.freeze())
 }
 
 #[cfg(test)]

@@ -277,8 +277,8 @@ fn messages(body: &JsonObject, map: &ToolMap) -> Result<Vec<Message>, TranslateE
     match raw(body, "instructions") {
         None => {}
         Some(v) if v.starts_with('"') => {
-            let text: String = serde_json::from_str(v)
-                .map_err(|e| TranslateError::new("instructions", e.to_string()))?;
+            let text =
+                json_string(v).map_err(|e| TranslateError::new("instructions", e.to_string()))?;
             out.push_system(text);
         }
         Some(_) => {
@@ -291,8 +291,7 @@ fn messages(body: &JsonObject, map: &ToolMap) -> Result<Vec<Message>, TranslateE
     match raw(body, "input") {
         None => {}
         Some(v) if v.starts_with('"') => {
-            let text: String =
-                serde_json::from_str(v).map_err(|e| TranslateError::new("input", e.to_string()))?;
+            let text = json_string(v).map_err(|e| TranslateError::new("input", e.to_string()))?;
             out.messages.push(Message::text("user", text));
         }
         Some(v) => {
@@ -309,6 +308,15 @@ fn messages(body: &JsonObject, map: &ToolMap) -> Result<Vec<Message>, TranslateE
     }
     out.flush_images();
     Ok(out.messages)
+}
+
+/// A JSON string value of the body as text. Without a backslash it has no escapes, so its
+/// text is what lies between the quotes (the body's values are checked JSON).
+fn json_string(v: &str) -> Result<String, serde_json::Error> {
+    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inside) if !inside.contains('\\') => Ok(inside.to_owned()),
+        _ => serde_json::from_str(v),
+    }
 }
 
 impl Message {
@@ -1015,6 +1023,20 @@ fn reasoning(
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    proptest::proptest! {
+        #[test]
+        fn json_strings_read_as_serde_reads_them(text in "\\PC*|[\\x00-\\x7f]*") {
+            let v = serde_json::to_string(&text).expect("json");
+            proptest::prop_assert_eq!(json_string(&v).expect("string"), text);
+            // A server may escape what serde does not.
+            let escaped = v.replace('/', "\\/");
+            proptest::prop_assert_eq!(
+                json_string(&escaped).expect("string"),
+                serde_json::from_str::<String>(&escaped).expect("string")
+            );
+        }
+    }
 
     fn translate(body: Value) -> Result<Value, TranslateError> {
         translate_for(body, &ChatTarget::default())

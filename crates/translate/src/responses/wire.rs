@@ -3,7 +3,10 @@
 //! with the request's echoed parameters, and `usage` with the `*_details` objects the SDK's
 //! `ResponseUsage` requires. Serialized with serde structs straight into the output buffer.
 
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use bytes::{BufMut, BytesMut};
+#[cfg(test)]
+use serde::ser::SerializeMap;
+use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use tollgate_core::Usage;
 
@@ -64,6 +67,16 @@ pub(super) struct Part {
 }
 
 impl Item {
+    /// The length of the text the item holds (for sizing buffers).
+    pub fn text_len(&self) -> usize {
+        match &self.body {
+            Body::Message { parts } => parts.iter().map(|p| p.text.len()).sum(),
+            Body::Reasoning { text, .. } => text.len(),
+            Body::FunctionCall { arguments, .. } => arguments.len(),
+            Body::CustomToolCall { input, .. } => input.len(),
+        }
+    }
+
     /// The item as `response.output_item.added` shows it: in progress, nothing accumulated
     /// (empty `content`/`summary`, `""` arguments), as OpenAI sends it.
     pub fn added(&self) -> View<'_> {
@@ -180,6 +193,37 @@ pub(super) enum View<'a> {
     },
 }
 
+impl View<'_> {
+    /// Appends the item as its serde form does (the tests' reference): messages, the item of
+    /// every text answer, by hand; the others through serde.
+    pub fn write(&self, out: &mut BytesMut) {
+        let View::Message {
+            id,
+            status,
+            role,
+            content,
+        } = self
+        else {
+            push_json(out, self);
+            return;
+        };
+        out.extend_from_slice(b"{\"type\":\"message\",\"id\":");
+        push_json_str(out, id);
+        out.extend_from_slice(b",\"status\":");
+        push_json_str(out, status);
+        out.extend_from_slice(b",\"role\":");
+        push_json_str(out, role);
+        out.extend_from_slice(b",\"content\":[");
+        for (i, part) in content.0.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",");
+            }
+            PartView::of(part.refusal, &part.text).write(out);
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
 /// A message's content parts.
 pub(super) struct Parts<'a>(&'a [Part]);
 
@@ -212,6 +256,24 @@ pub(super) enum PartView<'a> {
     SummaryText {
         text: &'a str,
     },
+}
+
+impl PartView<'_> {
+    /// Appends the part as its serde form does (the tests' reference).
+    pub fn write(&self, out: &mut BytesMut) {
+        let (head, text): (&[u8], &str) = match self {
+            PartView::OutputText { text, .. } => (
+                b"{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":",
+                text,
+            ),
+            PartView::Refusal { refusal } => (b"{\"type\":\"refusal\",\"refusal\":", refusal),
+            PartView::ReasoningText { text } => (b"{\"type\":\"reasoning_text\",\"text\":", text),
+            PartView::SummaryText { text } => (b"{\"type\":\"summary_text\",\"text\":", text),
+        };
+        out.extend_from_slice(head);
+        push_json_str(out, text);
+        out.extend_from_slice(b"}");
+    }
 }
 
 impl<'a> PartView<'a> {
@@ -273,6 +335,66 @@ pub(super) struct ResponseView<'a> {
     pub error: Option<(&'a str, &'a str)>,
 }
 
+impl ResponseView<'_> {
+    /// Appends the object as compact JSON: the same bytes as its serde form (the tests'
+    /// reference), written by hand so the echoed parameters are copied from the bytes
+    /// [`ReplyContext`] wrote once, not serialized again for each of a stream's three
+    /// `response` objects.
+    pub fn write(&self, out: &mut BytesMut) {
+        let status = match self.outcome {
+            Outcome::InProgress => "in_progress",
+            Outcome::Completed => "completed",
+            Outcome::Incomplete(_) => "incomplete",
+            Outcome::Failed => "failed",
+        };
+        out.extend_from_slice(b"{\"id\":");
+        push_json_str(out, &self.ctx.id);
+        out.extend_from_slice(b",\"object\":\"response\",\"created_at\":");
+        push_u64(out, self.ctx.created_at);
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\",\"error\":");
+        match self.error {
+            Some((code, message)) => {
+                out.extend_from_slice(b"{\"code\":");
+                push_json_str(out, code);
+                out.extend_from_slice(b",\"message\":");
+                push_json_str(out, message);
+                out.extend_from_slice(b"}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"incomplete_details\":");
+        match self.outcome {
+            Outcome::Incomplete(reason) => {
+                out.extend_from_slice(b"{\"reason\":");
+                push_json_str(out, reason);
+                out.extend_from_slice(b"}");
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"model\":");
+        push_json_str(out, &self.ctx.model);
+        out.extend_from_slice(b",\"output\":[");
+        for (i, item) in self.output.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",");
+            }
+            item.whole().write(out);
+        }
+        out.extend_from_slice(b"],");
+        out.extend_from_slice(self.ctx.echo.as_bytes());
+        out.extend_from_slice(b",\"usage\":");
+        match self.usage {
+            Some(usage) => write_usage(out, usage),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}");
+    }
+}
+
+/// The serde form of [`ResponseView::write`], the reference its bytes are tested against.
+#[cfg(test)]
 impl Serialize for ResponseView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -318,18 +440,109 @@ impl Serialize for ResponseView<'_> {
         )?;
         map.serialize_entry("model", &self.ctx.model)?;
         map.serialize_entry("output", &Output(self.output))?;
-        for (key, value) in &self.ctx.echo {
-            map.serialize_entry(key, &**value)?;
+        let echo = tollgate_core::JsonObject::parse(format!("{{{}}}", self.ctx.echo).as_bytes())
+            .map_err(serde::ser::Error::custom)?;
+        for key in echo.keys() {
+            let value: Option<&serde_json::value::RawValue> =
+                echo.decode(key).map_err(serde::ser::Error::custom)?;
+            map.serialize_entry(key, &value)?;
         }
         map.serialize_entry("usage", &self.usage.map(UsageView))?;
         map.end()
     }
 }
 
-/// Chat usage as Responses usage. Chat's `prompt_tokens_details`/`completion_tokens_details`
+/// Appends `value` as compact JSON (serde: an item, a string with its escapes).
+pub(super) fn push_json<T: Serialize + ?Sized>(out: &mut BytesMut, value: &T) {
+    // Serializing plain data (structs of strings and numbers) into memory cannot fail.
+    let _ = serde_json::to_writer(out.writer(), value);
+}
+
+/// Appends `text` as a JSON string, quoted and escaped as serde_json escapes it. Ids, model
+/// names and most text need no escape: those are copied between quotes in one piece.
+pub(super) fn push_json_str(out: &mut BytesMut, text: &str) {
+    if needs_no_escape(text.as_bytes()) {
+        out.reserve(text.len() + 2);
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\"");
+    } else {
+        push_json(out, text);
+    }
+}
+
+/// Whether `text` holds no byte JSON escapes (a control character, `"` or `\\`). Eight
+/// bytes at a time: a stream's text is checked each time an event repeats it. (Each test
+/// below is exact for whether some byte of the word matches; a word that matches goes to
+/// the byte loop's answer only through the serde path, which is right for any text.)
+fn needs_no_escape(text: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Some byte of `w` is below `n` (n ≤ 128).
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
+    // Some byte of `w` is `b`.
+    let has = |w: u64, b: u8| below(w ^ (ONES * u64::from(b)), 1);
+    let mut words = text.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        if below(w, 0x20) | has(w, b'"') | has(w, b'\\') != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// Appends `n` in decimal.
+pub(super) fn push_u64(out: &mut BytesMut, mut n: u64) {
+    // Indexes and most sequence numbers: one digit.
+    if n < 10 {
+        // Below 10: the cast keeps it.
+        out.extend_from_slice(&[b'0' + n as u8]);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10: the cast keeps it.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends usage as [`UsageView`] serializes it.
+fn write_usage(out: &mut BytesMut, u: &Usage) {
+    let total = if u.total_tokens == 0 {
+        u.prompt_tokens + u.completion_tokens
+    } else {
+        u.total_tokens
+    };
+    out.extend_from_slice(b"{\"input_tokens\":");
+    push_u64(out, u.prompt_tokens);
+    out.extend_from_slice(
+        b",\"input_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":0},\"output_tokens\":",
+    );
+    push_u64(out, u.completion_tokens);
+    out.extend_from_slice(b",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":");
+    push_u64(out, total);
+    out.extend_from_slice(b"}");
+}
+
+/// Chat usage as Responses usage (the reference of [`write_usage`]). Chat's `prompt_tokens_details`/`completion_tokens_details`
 /// are not read by `tollgate_core::Usage`, so cached and reasoning counts are reported as 0.
+#[cfg(test)]
 struct UsageView<'a>(&'a Usage);
 
+#[cfg(test)]
 impl Serialize for UsageView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -491,6 +704,92 @@ mod tests {
             let mut arguments = given.to_owned();
             assert_eq!(function_arguments(&mut arguments), appended);
             assert_eq!(arguments, result);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_written_as_serde_writes_them(text in "\\PC*|[\\x00-\\x7f]*|[a-z\\x1f\\x20\\x7f\\x80é\"\\\\]{0,40}") {
+            let reference = text
+                .bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(needs_no_escape(text.as_bytes()), reference);
+            let mut out = BytesMut::new();
+            push_json_str(&mut out, &text);
+            proptest::prop_assert_eq!(
+                std::str::from_utf8(&out).expect("utf-8"),
+                serde_json::to_string(&text).expect("json")
+            );
+        }
+    }
+
+    #[test]
+    fn written_response_objects_match_their_serde_form() {
+        let bodies = [
+            r#"{"model":"m","input":"x"}"#,
+            r#"{"model":"m","input":"x","instructions":"be \"nice\"\n","temperature":0.5,"metadata":{"a":"b"},"tools":[{"type":"function","name":"f"}],"user":"u","previous_response_id":null}"#,
+        ];
+        let items = [
+            Item {
+                id: "rs_1".into(),
+                status: Status::Completed,
+                body: Body::Reasoning {
+                    text: "t\u{1}é".into(),
+                    summary: true,
+                },
+            },
+            Item {
+                id: "msg_1".into(),
+                status: Status::Incomplete,
+                body: Body::Message {
+                    parts: vec![Part {
+                        refusal: false,
+                        text: "hi \"there\"".into(),
+                    }],
+                },
+            },
+        ];
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 18_446_744_073_709_551,
+            total_tokens: 0,
+        };
+        for body in bodies {
+            let body = tollgate_core::JsonObject::parse(body.as_bytes()).expect("json");
+            for (id, model) in [("resp_1", "m"), ("resp_\"x", "a/b\u{7f}日")] {
+                let mut ctx =
+                    super::super::reply_context(&body, id.into(), model.into()).expect("ctx");
+                for created_at in [0, 1_700_000_000, u64::MAX] {
+                    ctx.created_at = created_at;
+                    for outcome in [
+                        Outcome::InProgress,
+                        Outcome::Completed,
+                        Outcome::Incomplete("max_output_tokens"),
+                        Outcome::Failed,
+                    ] {
+                        for output in [&items[..0], &items[..]] {
+                            for usage in [None, Some(&usage)] {
+                                for error in [None, Some(("server_error", "it \"broke\"\n"))] {
+                                    let view = ResponseView {
+                                        ctx: &ctx,
+                                        outcome,
+                                        output,
+                                        usage,
+                                        error,
+                                    };
+                                    let mut written = BytesMut::new();
+                                    view.write(&mut written);
+                                    let serde = serde_json::to_vec(&view).expect("json");
+                                    assert_eq!(
+                                        std::str::from_utf8(&written).expect("utf-8"),
+                                        std::str::from_utf8(&serde).expect("utf-8")
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
