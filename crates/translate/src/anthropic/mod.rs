@@ -17,7 +17,7 @@ pub mod grammar;
 mod messages;
 mod reply;
 mod request;
-mod scan;
+pub(crate) mod scan;
 mod stream;
 mod text;
 mod tokens;

@@ -12,12 +12,6 @@
 
 mod reply;
 mod request;
-// The Messages door's chunk scanner (one file, one implementation), compiled here too because
-// `anthropic::scan` is private to that module, which this branch may not edit. Making it
-// `pub(crate) mod scan` there turns this into `use crate::anthropic::scan`.
-#[allow(clippy::duplicate_mod)]
-#[path = "../anthropic/scan.rs"]
-mod scan;
 mod stream;
 mod tools;
 mod wire;

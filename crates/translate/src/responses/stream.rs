@@ -16,9 +16,9 @@ use bytes::BytesMut;
 use serde::Serialize;
 use tollgate_core::Usage;
 
-use super::scan::Scanner;
 use super::wire::{self, Body, Item, Outcome, Part, PartView, ResponseView, Status, View};
 use super::ReplyContext;
+use crate::anthropic::scan::Scanner;
 use crate::chat::Chunk;
 use crate::{Failure, StreamTranslator};
 
