@@ -395,19 +395,8 @@ fn push_padded_hex(line: &mut String, v: u32) {
 }
 
 /// Appends the decimal digits of `v`.
-fn push_u64(line: &mut String, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // ASCII digits: the check cannot fail, and one copy is cheaper than a push per digit.
-    line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+fn push_u64(line: &mut String, v: u64) {
+    line.push_str(tollgate_core::Decimal::new(v).as_str());
 }
 
 /// Appends `v` with at least `width` digits.
@@ -554,8 +543,8 @@ mod tests {
         assert_eq!(far, "10000-01-01T00:00:00.000000Z");
     }
 
-    #[test]
-    fn a_line_is_one_json_object() {
+    /// The lines `log` writes through the JSON line format.
+    fn json_lines(log: impl FnOnce()) -> String {
         use tracing_subscriber::layer::SubscriberExt;
         let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
         let writer = {
@@ -567,10 +556,16 @@ mod tests {
                 .event_format(JsonLine)
                 .with_writer(writer),
         );
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf8");
+        text
+    }
+
+    #[test]
+    fn a_line_is_one_json_object() {
+        let text = json_lines(|| {
             tracing::info!(target: "t", id = "a\"b", n = 7u64, neg = -3i64, ms = 1.2345f64, ok = true, "hello {}", 1);
         });
-        let text = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf8");
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "t");
@@ -586,25 +581,13 @@ mod tests {
 
     #[test]
     fn field_names_are_escaped_per_callsite() {
-        use tracing_subscriber::layer::SubscriberExt;
-        let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let writer = {
-            let sink = sink.clone();
-            move || Capture(sink.clone())
-        };
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .event_format(JsonLine)
-                .with_writer(writer),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_lines(|| {
             // Two callsites taking turns, each twice: the cache of one never serves the other.
             for _ in 0..2 {
                 tracing::info!(target: "t", plain = 1u64, "q\"uote" = 2u64, "back\\slash" = 3u64);
                 tracing::info!(target: "t", other = 4u64, "a\tb" = 5u64);
             }
         });
-        let text = String::from_utf8(sink.lock().expect("lock").clone()).expect("utf8");
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))

@@ -5,6 +5,7 @@
 pub mod auth_header;
 pub mod config;
 pub mod connector;
+pub mod decimal;
 pub mod env;
 pub mod error;
 pub mod json;
@@ -20,6 +21,7 @@ pub mod usage;
 pub use auth_header::AuthHeader;
 pub use config::{Config, Problem};
 pub use connector::{Connector, EventStream, Forward, ForwardBody, Reply, ReplyBody};
+pub use decimal::Decimal;
 pub use env::Env;
 pub use error::GatewayError;
 pub use json::JsonObject;

@@ -630,18 +630,8 @@ impl Text {
         self.len += bytes.len();
     }
 
-    fn number(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
+    fn number(&mut self, n: u64) {
+        self.push(tollgate_core::Decimal::new(n).as_bytes());
     }
 
     #[cfg(test)]

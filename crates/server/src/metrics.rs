@@ -65,29 +65,8 @@ pub struct Metrics {
     budgets: ArcSwap<HashMap<String, Gauge, BuildHasherDefault<Fnv>>>,
 }
 
-/// FNV-1a: the series cache hashes a short key once per request; SipHash's protection against
-/// chosen keys is not needed there (its keys are capped) and costs several times more.
-#[derive(Default)]
-pub struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
+/// The series cache hashes a short key once per request (capped keys, not chosen by clients).
+pub use tollgate_store::Fnv;
 
 /// The handles one (backend, model label, key) combination records into, each registered
 /// on first use so that series nobody recorded into (a class never answered, tokens of a

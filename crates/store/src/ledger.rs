@@ -71,11 +71,12 @@ impl Ticket {
     }
 }
 
-/// FNV-1a for the scopes map. Its names come from the configuration (keys and backends), not
-/// from clients, so SipHash's defence against chosen keys buys nothing there, and it cost more
-/// than the rest of a decision's lookup.
+/// FNV-1a, for maps keyed by names from the configuration (keys, backends, scopes) or capped
+/// label sets, not by what clients choose: SipHash's defence against chosen keys buys nothing
+/// there, and it cost more than the rest of a decision's lookup. The gateway's metrics and
+/// limits use it too.
 #[derive(Default)]
-pub(crate) struct Fnv(u64);
+pub struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {

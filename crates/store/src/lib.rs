@@ -34,6 +34,7 @@ pub use decision::{Ask, Decision, Limit, Limits, Quota, Refusal, ScopeState, Usa
 pub use error::StoreError;
 pub use estimate::estimate_tokens;
 pub use idempotency::{Begin, Claim, StoredAnswer};
+pub use ledger::Fnv;
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
 pub use reservation::Reservation;

@@ -148,19 +148,8 @@ fn json_opt_str<B: BufMut>(out: &mut B, s: Option<&str>) {
     }
 }
 
-fn json_u64<B: BufMut>(out: &mut B, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is below 10: the cast keeps it.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[at..]);
+fn json_u64<B: BufMut>(out: &mut B, n: u64) {
+    out.put_slice(tollgate_core::Decimal::new(n).as_bytes());
 }
 
 /// A message's `usage`. The cache counts are written as 0, as Anthropic does for a request
@@ -377,19 +366,7 @@ pub(crate) fn write_delta(out: &mut bytes::BytesMut, index: u32, kind: DeltaKind
     out.extend_from_slice(
         b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
     );
-    let mut digits = [0u8; 10];
-    let mut n = index;
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is below 10: the cast keeps it.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(tollgate_core::Decimal::new(u64::from(index)).as_bytes());
     out.extend_from_slice(b",\"delta\":{\"type\":\"");
     out.extend_from_slice(tag);
     out.extend_from_slice(b"\",\"");

@@ -167,21 +167,7 @@ impl ReplyContext {
         id.push('_');
         id.push_str(base);
         id.push('_');
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = index;
-        loop {
-            at -= 1;
-            // `n % 10` is below 10: the cast keeps it.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &d in &digits[at..] {
-            id.push(char::from(d));
-        }
+        id.push_str(tollgate_core::Decimal::new(index as u64).as_str());
         id
     }
 }

@@ -498,25 +498,14 @@ fn needs_no_escape(text: &[u8]) -> bool {
 }
 
 /// Appends `n` in decimal.
-pub(super) fn push_u64(out: &mut BytesMut, mut n: u64) {
+pub(super) fn push_u64(out: &mut BytesMut, n: u64) {
     // Indexes and most sequence numbers: one digit.
     if n < 10 {
         // Below 10: the cast keeps it.
         out.extend_from_slice(&[b'0' + n as u8]);
         return;
     }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is below 10: the cast keeps it.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(tollgate_core::Decimal::new(n).as_bytes());
 }
 
 /// Appends usage as [`UsageView`] serializes it.
