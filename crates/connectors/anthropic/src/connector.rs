@@ -15,12 +15,12 @@ use tollgate_core::{
     ReplyBody, Request, Secret,
 };
 use tollgate_openai::{
-    build_client, event_stream, passed_headers, retry_after, upstream_error, Health, Hooks,
-    NoHooks, Upstream, DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,
+    build_client, event_stream, passed_headers, retry_after, upstream_error, Catalogue, Health,
+    Hooks, NoHooks, Upstream, DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,
 };
 use tollgate_translate::to_messages::{event_error, openai_error};
 
-use crate::models::{self, Catalogue};
+use crate::models;
 use crate::{DEFAULT_URL, KEY_VAR};
 
 /// `anthropic-version` when neither the client nor the configuration sets one: the version
@@ -407,10 +407,11 @@ impl Connector for Anthropic {
         let defaults = &self.default_headers;
         Ok(self
             .catalogue
-            .get(&upstream.name, &self.health, || {
+            .get_with(&upstream.name, &self.health, || {
                 models::fetch(upstream, defaults)
             })
-            .await)
+            .await
+            .unwrap_or_default())
     }
 
     fn speaks(&self, protocol: Protocol) -> bool {

@@ -4,15 +4,14 @@
 //! OpenAI-compatible discovery reads one page, so this one follows the pages itself, up to
 //! [`MAX_PAGES`] so a misbehaving upstream cannot keep the gateway paging forever.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT};
 use http::{HeaderMap, Method};
 use serde::Deserialize;
 use tollgate_core::GatewayError;
-use tollgate_openai::{Health, Upstream};
+use tollgate_openai::Upstream;
 
 use crate::connector::{add_headers, anthropic_error};
 
@@ -24,11 +23,6 @@ pub const MAX_PAGES: usize = 20;
 
 /// Largest page read.
 const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
-
-/// After a failed fetch, the list is not asked for again sooner than this (or
-/// `models_refresh`, when shorter): a dead upstream must not cost every `/v1/models` call a
-/// full timeout.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// One page of `GET /v1/models`.
 #[derive(Deserialize)]
@@ -110,73 +104,6 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// A discovered model list, cached.
-pub(crate) struct Catalogue {
-    refresh: Duration,
-    /// Held across the fetch, so concurrent callers wait for one fetch, not many.
-    state: tokio::sync::Mutex<Cached>,
-}
-
-#[derive(Default)]
-struct Cached {
-    /// The last list fetched; kept (stale) when a later fetch fails.
-    models: Option<Vec<String>>,
-    fetched: Option<Instant>,
-    failed: Option<Instant>,
-}
-
-impl Catalogue {
-    pub fn new(refresh: Duration) -> Self {
-        Catalogue {
-            refresh,
-            state: tokio::sync::Mutex::new(Cached::default()),
-        }
-    }
-
-    /// The cached list, or a new one from `fetch` when it is older than `refresh`. A failed
-    /// fetch is logged and answered with the last list (or none).
-    pub async fn get<F, Fut>(&self, backend: &str, health: &Health, fetch: F) -> Vec<String>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<String>, GatewayError>>,
-    {
-        let mut state = self.state.lock().await;
-        if let (Some(models), Some(at)) = (&state.models, state.fetched) {
-            if at.elapsed() < self.refresh {
-                return models.clone();
-            }
-        }
-        if state
-            .failed
-            .is_some_and(|at| at.elapsed() < self.refresh.min(RETRY_AFTER_FAILURE))
-        {
-            return state.models.clone().unwrap_or_default();
-        }
-        match fetch().await {
-            Ok(models) => {
-                health.passed();
-                state.failed = None;
-                state.fetched = Some(Instant::now());
-                state.models = Some(models.clone());
-                models
-            }
-            Err(e) => {
-                tracing::warn!(backend = %backend, error = %e, "model discovery failed");
-                state.failed = Some(Instant::now());
-                state.models.clone().unwrap_or_default()
-            }
-        }
-    }
-
-    /// Keeps a list fetched by the health check.
-    pub async fn offer(&self, models: Vec<String>) {
-        let mut state = self.state.lock().await;
-        state.failed = None;
-        state.fetched = Some(Instant::now());
-        state.models = Some(models);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,27 +117,34 @@ mod tests {
         assert_eq!(encode("a b&c"), "a%20b%26c");
     }
 
+    use std::time::Duration;
+
+    use tollgate_openai::{Catalogue, Health};
+
     #[tokio::test]
     async fn the_cache_serves_until_refresh_and_keeps_the_list_on_failure() {
         let catalogue = Catalogue::new(Duration::from_secs(60));
         let health = Health::new(false);
         let first = catalogue
-            .get("b", &health, || async { Ok(vec!["m1".to_owned()]) })
-            .await;
+            .get_with("b", &health, || async { Ok(vec!["m1".to_owned()]) })
+            .await
+            .unwrap_or_default();
         assert_eq!(first, ["m1"]);
         let second = catalogue
-            .get("b", &health, || async { Ok(vec!["m2".to_owned()]) })
-            .await;
+            .get_with("b", &health, || async { Ok(vec!["m2".to_owned()]) })
+            .await
+            .unwrap_or_default();
         assert_eq!(second, ["m1"], "served from the cache");
 
         let stale = Catalogue::new(Duration::from_millis(1));
         stale.offer(vec!["old".to_owned()]).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let after_failure = stale
-            .get("b", &health, || async {
+            .get_with("b", &health, || async {
                 Err(GatewayError::UpstreamFailed("down".into()))
             })
-            .await;
+            .await
+            .unwrap_or_default();
         assert_eq!(after_failure, ["old"]);
     }
 }

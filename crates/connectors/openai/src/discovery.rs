@@ -3,6 +3,7 @@
 //! health check asks once, in the background, and remembers why it failed so
 //! `/health/ready` can say so. Neither ever fails or delays a request.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,8 +17,8 @@ use crate::upstream::Upstream;
 /// full timeout.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
-/// A discovered model list, cached.
-pub(crate) struct Catalogue {
+/// A discovered model list, cached (shared by the connectors that discover their models).
+pub struct Catalogue {
     /// How long a fetched list is served before it is asked for again.
     refresh: Duration,
     /// Held across the fetch, so concurrent callers wait for one `GET /models`, not many.
@@ -44,6 +45,22 @@ impl Catalogue {
     /// A failed fetch is logged and answered with the last list; `None` while no fetch has
     /// ever succeeded (the caller then falls back to the static `models`).
     pub async fn get(&self, upstream: &Upstream, health: &Health) -> Option<Vec<String>> {
+        self.get_with(&upstream.name, health, || upstream.fetch_models())
+            .await
+    }
+
+    /// [`Catalogue::get`] with the fetch given: a connector whose upstream lists its models
+    /// its own way (Anthropic's pages) keeps the same cache and failure back-off.
+    pub async fn get_with<F, Fut>(
+        &self,
+        backend: &str,
+        health: &Health,
+        fetch: F,
+    ) -> Option<Vec<String>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<String>, GatewayError>>,
+    {
         let mut state = self.state.lock().await;
         if let (Some(models), Some(at)) = (&state.models, state.fetched) {
             if at.elapsed() < self.refresh {
@@ -56,7 +73,7 @@ impl Catalogue {
         {
             return state.models.clone();
         }
-        match upstream.fetch_models().await {
+        match fetch().await {
             Ok(models) => {
                 health.passed();
                 state.failed = None;
@@ -65,7 +82,7 @@ impl Catalogue {
                 Some(models)
             }
             Err(e) => {
-                tracing::warn!(backend = %upstream.name, error = %e, "model discovery failed");
+                tracing::warn!(backend = %backend, error = %e, "model discovery failed");
                 state.failed = Some(Instant::now());
                 state.models.clone()
             }

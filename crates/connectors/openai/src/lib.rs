@@ -17,7 +17,7 @@ pub use connector::{
     passed_headers, retry_after, CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings,
     DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,
 };
-pub use discovery::Health;
+pub use discovery::{Catalogue, Health};
 pub use errors::upstream_error;
 pub use events::event_stream;
 pub use upstream::Upstream;
