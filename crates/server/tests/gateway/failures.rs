@@ -237,16 +237,21 @@ async fn all_circuits_open_is_503_backend_unavailable() {
     assert_eq!(a.calls().len(), 1);
 }
 
-#[tokio::test]
-async fn a_silent_stream_is_ended_after_max_silent_wait() {
+/// A chat stream whose upstream sends `steps` and then hangs, through a gateway with these
+/// `failure_handling` times: what the client got, how long it took, and the upstream.
+async fn silent_stream(
+    steps: Vec<Step>,
+    keepalive_interval: u64,
+    max_silent_wait: u64,
+) -> (tollgate_testkit::client::Collected, Duration, FakeUpstream) {
     let up = FakeUpstream::start().await;
     up.push(Answer::Sse {
         status: 200,
-        steps: vec![Step::Raw(chunk_event("hello"))],
+        steps,
         end: StreamEnd::Hang,
     });
     let gw = start(&format!(
-        "{}failure_handling:\n  keepalive_interval: 1\n  max_silent_wait: 2\n",
+        "{}failure_handling:\n  keepalive_interval: {keepalive_interval}\n  max_silent_wait: {max_silent_wait}\n",
         openai_backend(&up.url())
     ))
     .await;
@@ -258,14 +263,24 @@ async fn a_silent_stream_is_ended_after_max_silent_wait() {
         r#"{"model":"up:m","stream":true,"messages":[]}"#,
     )
     .await;
-    let took = started.elapsed();
+    (r, started.elapsed(), up)
+}
+
+/// The last event of a stream the gateway ended: its error code.
+fn last_error_code(r: &tollgate_testkit::client::Collected) -> serde_json::Value {
+    let data = sse_data(&r.body);
+    let last: serde_json::Value = serde_json::from_str(data.last().expect("events")).expect("json");
+    last["error"]["code"].clone()
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_ended_after_max_silent_wait() {
+    let (r, took, up) = silent_stream(vec![Step::Raw(chunk_event("hello"))], 1, 2).await;
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(4),
         "{took:?}"
     );
-    let data = sse_data(&r.body);
-    let last: serde_json::Value = serde_json::from_str(data.last().expect("events")).expect("json");
-    assert_eq!(last["error"]["code"], "upstream_timeout");
+    assert_eq!(last_error_code(&r), "upstream_timeout");
     assert!(
         r.text().contains(": keepalive"),
         "keepalives flowed meanwhile"
@@ -280,30 +295,12 @@ async fn a_silent_stream_is_ended_after_max_silent_wait() {
 /// after its last event, not at the next keepalive.
 #[tokio::test]
 async fn silence_shorter_than_the_keepalive_interval_ends_the_stream_in_time() {
-    let up = FakeUpstream::start().await;
-    up.push(Answer::Sse {
-        status: 200,
-        steps: vec![
-            Step::Raw(chunk_event("one")),
-            Step::Pause(Duration::from_millis(600)),
-            Step::Raw(chunk_event("two")),
-        ],
-        end: StreamEnd::Hang,
-    });
-    let gw = start(&format!(
-        "{}failure_handling:\n  keepalive_interval: 10\n  max_silent_wait: 1\n",
-        openai_backend(&up.url())
-    ))
-    .await;
-    let started = Instant::now();
-    let r = post(
-        gw.addr,
-        CHAT,
-        &[],
-        r#"{"model":"up:m","stream":true,"messages":[]}"#,
-    )
-    .await;
-    let took = started.elapsed();
+    let steps = vec![
+        Step::Raw(chunk_event("one")),
+        Step::Pause(Duration::from_millis(600)),
+        Step::Raw(chunk_event("two")),
+    ];
+    let (r, took, _up) = silent_stream(steps, 10, 1).await;
     // The second chunk at 0.6 s, silent until 1.6 s; the first keepalive would be due at 10 s.
     assert!(
         took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
@@ -311,9 +308,7 @@ async fn silence_shorter_than_the_keepalive_interval_ends_the_stream_in_time() {
     );
     assert!(r.text().contains("two"), "{}", r.text());
     assert!(!r.text().contains(": keepalive"), "{}", r.text());
-    let data = sse_data(&r.body);
-    let last: serde_json::Value = serde_json::from_str(data.last().expect("events")).expect("json");
-    assert_eq!(last["error"]["code"], "upstream_timeout");
+    assert_eq!(last_error_code(&r), "upstream_timeout");
 }
 
 #[tokio::test]
