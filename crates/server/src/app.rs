@@ -135,8 +135,22 @@ impl Gateway {
         };
         // The request, and with it any unread body, was dropped inside `route`.
         crate::intake::settle_unread(&mut unread, http1, expects_continue, &mut resp).await;
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(request_id::HEADER, v);
+        // A whole answer's kept headers hold it already (`kept_headers`); an upstream's own id
+        // never passes as `x-request-id`.
+        match resp.headers_mut().entry(request_id::HEADER) {
+            http::header::Entry::Occupied(held) if held.get() == request_id.as_str() => {}
+            entry => {
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    match entry {
+                        http::header::Entry::Occupied(mut held) => {
+                            held.insert(v);
+                        }
+                        http::header::Entry::Vacant(free) => {
+                            free.insert(v);
+                        }
+                    }
+                }
+            }
         }
         resp
     }
@@ -364,7 +378,8 @@ impl Gateway {
 
         // Limits: the key's scope now; each backend's before each attempt there (dispatch).
         let limiter = &runtime.limiter;
-        let key_limits = limiter.key_limits(outcome.key.as_deref());
+        let key = limiter.key(outcome.key.as_deref());
+        let key_limits = key.limits;
         let counted =
             endpoint != Endpoint::CountTokens && (key_limits.counts() || limiter.backends_count());
         let estimate = if counted {
@@ -378,10 +393,12 @@ impl Gateway {
         // headers, else the answering backend's).
         let mut key_state = None;
         if key_limits.counts() && endpoint != Endpoint::CountTokens {
-            match limiter
-                .admit_key(outcome.key.as_deref(), estimate, &self.metrics)
-                .await
-            {
+            // Memory and SQLite decide at once: no future on the request path.
+            let admitted = match limiter.admit_key_now(&key, estimate, &self.metrics) {
+                Some(admitted) => admitted,
+                None => limiter.admit_key(&key, estimate, &self.metrics).await,
+            };
+            match admitted {
                 Ok(admitted) => {
                     key_state = admitted.state;
                     if let Some(reservation) = admitted.reservation {
@@ -414,8 +431,7 @@ impl Gateway {
             let mut dispatched = pending.await;
             outcome.dispatched(&mut dispatched);
             let limit_state = key_state.or(dispatched.limit_state);
-            let mut resp = answer_whole(outcome, &reply, dispatched.result);
-            limit_headers(limit_state, resp.headers_mut());
+            let resp = answer_whole(outcome, &reply, dispatched.result, limit_state, request_id);
             if let Some(claim) = claim {
                 remember(claim, &resp);
             }
@@ -436,20 +452,38 @@ impl Gateway {
                         body: AnswerBody::Stream { first, rest },
                         wire,
                     }) => {
-                        let mut headers = headers;
-                        tollgate_headers(&mut headers, &outcome);
-                        limit_headers(limit_state, &mut headers);
+                        // The answer's headers as a copy of kept ones, else one by one.
+                        let attempts = attempts_value(outcome.attempts);
+                        let kept = match outcome.backend() {
+                            Some(backend) => crate::kept_headers::answer(
+                                Kind::Stream,
+                                limit_state.as_ref(),
+                                backend,
+                                attempts,
+                                request_id,
+                                headers,
+                            ),
+                            None => Err(headers),
+                        };
+                        let kept = kept.map_err(|mut headers| {
+                            tollgate_headers(&mut headers, &outcome);
+                            limit_headers(limit_state, &mut headers);
+                            headers
+                        });
                         outcome.status = 200;
                         crate::dashboard::committed(&outcome, false);
                         let relay = Relay::streaming(first, rest, wire, reply, settings, outcome);
-                        sse_response(headers, relay)
+                        match kept {
+                            Ok(map) => {
+                                let mut resp = Response::new(Body::Relay(Box::new(relay)));
+                                *resp.headers_mut() = map;
+                                resp
+                            }
+                            Err(headers) => sse_response(headers, relay),
+                        }
                     }
                     // The upstream ignored `stream`: pass its whole answer on.
-                    whole => {
-                        let mut resp = answer_whole(outcome, &reply, whole);
-                        limit_headers(limit_state, resp.headers_mut());
-                        resp
-                    }
+                    whole => answer_whole(outcome, &reply, whole, limit_state, request_id),
                 }
             }
             Err(_) => {
@@ -545,11 +579,8 @@ impl Gateway {
             model: String::new(),
         });
         // Limits count a pass-through as a request; it reserves no tokens (none are read).
-        let key_name: Option<String> = outcome.key.clone();
-        let admitted = runtime
-            .limiter
-            .admit_key(key_name.as_deref(), 0, &self.metrics)
-            .await;
+        let key = runtime.limiter.key(outcome.key.as_deref());
+        let admitted = runtime.limiter.admit_key(&key, 0, &self.metrics).await;
         match admitted {
             Ok(admitted) => outcome
                 .reservations
@@ -638,8 +669,7 @@ fn limit_headers(state: Option<tollgate_store::ScopeState>, headers: &mut Header
 /// the name on every request.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const ANTHROPIC_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("anthropic-idempotency-key");
-const X_TOLLGATE_BACKEND: HeaderName = HeaderName::from_static("x-tollgate-backend");
-const X_TOLLGATE_ATTEMPTS: HeaderName = HeaderName::from_static("x-tollgate-attempts");
+use crate::kept_headers::{Kind, X_TOLLGATE_ATTEMPTS, X_TOLLGATE_BACKEND};
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
@@ -760,11 +790,20 @@ fn count_tokens_locally(mut outcome: Outcome, body: &JsonObject) -> Response<Bod
 }
 
 /// Answers with a whole body from dispatch.
+/// A whole answer (or its error) with the `x-ratelimit-*` headers of `limits`.
 fn answer_whole(
     mut outcome: Outcome,
     reply: &Reply,
     result: Result<Answer, GatewayError>,
+    limits: Option<tollgate_store::ScopeState>,
+    request_id: &str,
 ) -> Response<Body> {
+    // Every refusal below carries them too.
+    let refuse = |outcome, error| {
+        let mut resp = refuse(outcome, error);
+        limit_headers(limits, resp.headers_mut());
+        resp
+    };
     match result {
         Ok(Answer {
             headers,
@@ -780,12 +819,33 @@ fn answer_whole(
             };
             outcome.status = 200;
             outcome.completed = true;
-            // Written straight into the answer's headers, after the content type and the
-            // upstream's passed headers, in the order a merged map had them.
+            // The answer's headers as a copy of kept ones (`kept_headers`), else one by one.
+            let attempts = attempts_value(outcome.attempts);
+            let kept = match outcome.backend() {
+                Some(backend) => crate::kept_headers::answer(
+                    Kind::Json,
+                    limits.as_ref(),
+                    backend,
+                    attempts,
+                    request_id,
+                    headers,
+                ),
+                None => Err(headers),
+            };
+            let headers = match kept {
+                Ok(map) => {
+                    let mut resp = Response::new(Body::full(bytes));
+                    *resp.headers_mut() = map;
+                    return resp;
+                }
+                Err(headers) => headers,
+            };
             let mut resp = json_response(StatusCode::OK, bytes);
             if !headers.is_empty() {
                 resp.headers_mut().extend(headers);
             }
+            // After the upstream's passed headers: tollgate's own and the limits' win.
+            limit_headers(limits, resp.headers_mut());
             tollgate_headers(resp.headers_mut(), &outcome);
             resp
         }

@@ -11,6 +11,7 @@ mod dispatch;
 mod door;
 mod edge;
 mod intake;
+mod kept_headers;
 mod limits;
 mod mask;
 mod metrics;

@@ -20,7 +20,7 @@ use metrics::Gauge;
 use tollgate_core::config::{LimitsConfig, OnError, StateConfig, StoreKind};
 use tollgate_core::{Config, Endpoint, GatewayError, JsonObject, Problem};
 use tollgate_store::{
-    Ask, Decision, Limits, MemoryStore, RedisOptions, RedisStore, Reservation, ScopeState,
+    Ask, Decision, Limits, MemoryStore, Quota, RedisOptions, RedisStore, Reservation, ScopeState,
     SqliteStore, Store,
 };
 
@@ -71,6 +71,27 @@ struct Scoped {
     /// `Metrics` at the first decision. A runtime serves one gateway, whose requests all
     /// record into its one `Metrics`, so the handle is the one a lookup would find.
     budget: Budget,
+}
+
+/// One scope's ask of the store.
+fn ask(scope: &str, limits: LimitsConfig, tokens: u64) -> Ask<'_> {
+    Ask {
+        scope,
+        limits: Limits {
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            tokens_per_day: limits.tokens_per_day,
+        },
+        tokens,
+    }
+}
+
+/// A request's client key as the limits see it (`Limiter::key`).
+pub struct KeyScope<'a> {
+    /// The key's limits (its own, else the top-level default).
+    pub limits: LimitsConfig,
+    scope: Cow<'a, str>,
+    budget: Option<&'a Budget>,
 }
 
 /// What an admission decided: the reservation to settle and the scope's state for headers.
@@ -190,13 +211,26 @@ impl Limiter {
         }
     }
 
-    /// A request's client key's limits and scope; a key the configuration does not name (none
-    /// reaches here through authentication) has the default limits.
-    fn key_scoped(&self, key: Option<&str>) -> (LimitsConfig, Cow<'_, str>, Option<&Budget>) {
+    /// A request's client key's limits and scope, looked up once for both the request's cap and
+    /// its admission; a key the configuration does not name (none reaches here through
+    /// authentication) has the default limits.
+    pub fn key(&self, key: Option<&str>) -> KeyScope<'_> {
         match key.map(|name| (name, self.keys.get(name))) {
-            Some((_, Some(k))) => (k.limits, Cow::Borrowed(&*k.scope), Some(&k.budget)),
-            Some((name, None)) => (self.default, Cow::Owned(key_scope(Some(name))), None),
-            None => (self.default, Cow::Borrowed(ANONYMOUS), None),
+            Some((_, Some(k))) => KeyScope {
+                limits: k.limits,
+                scope: Cow::Borrowed(&*k.scope),
+                budget: Some(&k.budget),
+            },
+            Some((name, None)) => KeyScope {
+                limits: self.default,
+                scope: Cow::Owned(key_scope(Some(name))),
+                budget: None,
+            },
+            None => KeyScope {
+                limits: self.default,
+                scope: Cow::Borrowed(ANONYMOUS),
+                budget: None,
+            },
         }
     }
 
@@ -222,17 +256,44 @@ impl Limiter {
     /// limit (never the key); a store that cannot decide follows `state.on_error`.
     pub async fn admit_key(
         &self,
-        key: Option<&str>,
+        key: &KeyScope<'_>,
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let (limits, scope, budget) = self.key_scoped(key);
-        if !limits.counts() {
-            return Ok(Admitted::default());
+        if let Some(decided) = self.admit_key_now(key, tokens, metrics) {
+            return decided;
         }
-        match self.decide(&scope, budget, limits, tokens, metrics).await {
-            Ok(Ok(admitted)) => Ok(admitted),
-            Ok(Err(refused)) => Err(refused),
+        let asks = [ask(&key.scope, key.limits, tokens)];
+        let now = SystemTime::now();
+        let decided = self.store.admit(&asks, now).await;
+        self.key_decided(self.judge(&key.scope, key.budget, key.limits, tokens, metrics, decided))
+    }
+
+    /// `admit_key` without waiting, when the store decides at once (memory and SQLite: every
+    /// decision) — no future to build and poll on the request path; `None` for Redis.
+    pub fn admit_key_now(
+        &self,
+        key: &KeyScope<'_>,
+        tokens: u64,
+        metrics: &Metrics,
+    ) -> Option<Result<Admitted, GatewayError>> {
+        let limits = key.limits;
+        if !limits.counts() {
+            return Some(Ok(Admitted::default()));
+        }
+        let asks = [ask(&key.scope, limits, tokens)];
+        let decided = self.store.admit_now(&asks, SystemTime::now())?;
+        let judged = self.judge(&key.scope, key.budget, limits, tokens, metrics, decided);
+        Some(self.key_decided(judged))
+    }
+
+    /// A key's decision, `state.on_error` applied where the store could not make it.
+    fn key_decided(
+        &self,
+        judged: Result<Result<Admitted, GatewayError>, ()>,
+    ) -> Result<Admitted, GatewayError> {
+        match judged {
+            Ok(decided) => decided,
             Err(()) => match self.state.on_error {
                 OnError::Open => Ok(Admitted::default()),
                 OnError::Closed => Err(store_down()),
@@ -281,22 +342,27 @@ impl Limiter {
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Result<Admitted, GatewayError>, ()> {
-        let ask = Ask {
-            scope,
-            limits: Limits {
-                rpm: limits.rpm,
-                tpm: limits.tpm,
-                tokens_per_day: limits.tokens_per_day,
-            },
-            tokens,
-        };
+        let asks = [ask(scope, limits, tokens)];
         let now = SystemTime::now();
-        let asks = [ask];
         // Memory and SQLite decide at once; only Redis is waited for.
         let decided = match self.store.admit_now(&asks, now) {
             Some(decided) => decided,
             None => self.store.admit(&asks, now).await,
         };
+        self.judge(scope, budget, limits, tokens, metrics, decided)
+    }
+
+    /// What the store's answer means for the request: the admission, or the 429 naming the
+    /// limit; `Err(())` when the store could not decide.
+    fn judge(
+        &self,
+        scope: &str,
+        budget: Option<&Budget>,
+        limits: LimitsConfig,
+        tokens: u64,
+        metrics: &Metrics,
+        decided: Result<Decision, tollgate_store::StoreError>,
+    ) -> Result<Result<Admitted, GatewayError>, ()> {
         let decision = match decided {
             Ok(d) => d,
             Err(e) => {
@@ -311,7 +377,7 @@ impl Limiter {
                 reservation,
                 states,
             } => {
-                let state = states.into_iter().next();
+                let state = states.first().copied();
                 if let Some(today) = state.and_then(|s| s.tokens_today) {
                     match budget {
                         Some(gauge) => gauge
@@ -507,20 +573,146 @@ const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-toke
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
-/// OpenAI's `x-ratelimit-*` headers for a scope's state. Names are constants, numbers are
-/// written straight into header values and durations by hand into a stack buffer; a limit or a
-/// reset the same as on the previous answer is that answer's value again: this runs on every
-/// limited request.
+/// The quotas the `x-ratelimit-*` headers show: the requests', then the tokens' (the minute's,
+/// else the day's).
+pub fn shown(state: &ScopeState) -> [Option<Quota>; 2] {
+    [state.requests, state.tokens.or(state.tokens_today)]
+}
+
+/// OpenAI's `x-ratelimit-*` headers for a scope's state. This runs on every limited answer, and
+/// inserting six custom names cost more than the rest of the limits together (the map hashes
+/// each name), so each shape of headers (requests, tokens, or both) is kept built once per
+/// thread (`RateHeaders`). An empty `out` becomes a copy of the kept map; a map already
+/// holding headers gets them inserted. (A whole answer's map is a copy of a kept map holding
+/// these and the answer's other headers: `crate::app`.)
 pub fn headers(state: &ScopeState, out: &mut HeaderMap) {
-    if let Some(q) = state.requests {
-        out.insert(LIMIT_REQUESTS, last_or_new(0, Made::Number(q.limit)));
-        out.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining));
-        out.insert(RESET_REQUESTS, last_or_new(1, Made::reset(q.reset)));
+    let quotas = shown(state);
+    let Some(shape) = shape(&quotas) else { return };
+    KEPT.with_borrow_mut(|kept| {
+        let (map, rates) = kept[shape - 1].get_or_insert_with(|| {
+            let mut map = HeaderMap::with_capacity(6);
+            let rates = RateHeaders::append(&quotas, &mut map);
+            (map, rates)
+        });
+        rates.refresh(&quotas, map.values_mut());
+        if out.is_empty() {
+            *out = map.clone();
+            RateHeaders::write_remaining(&quotas, out.values_mut());
+        } else {
+            let mut remaining = remaining_values(&quotas);
+            for (i, (name, value)) in map.iter().enumerate() {
+                let value = match i % 3 {
+                    1 => remaining.next().unwrap_or(HeaderValue::from_static("0")),
+                    _ => value.clone(),
+                };
+                out.insert(name.clone(), value);
+            }
+        }
+    });
+}
+
+/// Which `x-ratelimit-*` headers `quotas` show: `None` for none, 1 both, 2 the requests', 3
+/// the tokens'.
+pub fn shape(quotas: &[Option<Quota>; 2]) -> Option<usize> {
+    match quotas {
+        [Some(_), Some(_)] => Some(1),
+        [Some(_), None] => Some(2),
+        [None, Some(_)] => Some(3),
+        [None, None] => None,
     }
-    if let Some(q) = state.tokens.or(state.tokens_today) {
-        out.insert(LIMIT_TOKENS, last_or_new(2, Made::Number(q.limit)));
-        out.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining));
-        out.insert(RESET_TOKENS, last_or_new(3, Made::reset(q.reset)));
+}
+
+/// The remaining counts' values, in the order of the headers.
+fn remaining_values(quotas: &[Option<Quota>; 2]) -> impl Iterator<Item = HeaderValue> + '_ {
+    quotas
+        .iter()
+        .flatten()
+        .map(|q| HeaderValue::from(q.remaining))
+}
+
+/// The `x-ratelimit-*` part of a kept header map: three headers per shown quota (limit,
+/// remaining, reset), in that order. The limit and reset values are kept as last written (with
+/// what each was made from) and replaced in place, by position, only when they change; the
+/// remaining count, new on every answer, is a stand-in there, written into each answer's copy
+/// (a value cloned out of the kept map would be moved into shared storage, an allocation, on
+/// every answer).
+pub struct RateHeaders {
+    /// Per quota: what its limit's and its reset's values were made from.
+    made: [[Made; 2]; 2],
+}
+
+/// The names of one quota's headers, requests' then tokens'.
+const NAMES: [[HeaderName; 3]; 2] = [
+    [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
+    [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
+];
+
+thread_local! {
+    /// `headers`' kept maps, by shape.
+    static KEPT: RefCell<[Option<(HeaderMap, RateHeaders)>; 3]> =
+        const { RefCell::new([const { None }; 3]) };
+}
+
+impl RateHeaders {
+    /// Inserts the headers `quotas` show into `map`, after what it holds.
+    pub fn append(quotas: &[Option<Quota>; 2], map: &mut HeaderMap) -> RateHeaders {
+        let mut made = [[Made::Number(0); 2]; 2];
+        for (i, q) in quotas.iter().enumerate() {
+            if let Some(q) = q {
+                let [limit, reset] = [Made::Number(q.limit), Made::reset(q.reset)];
+                let [l, r, s] = NAMES[i].clone();
+                map.insert(l, limit.value());
+                map.insert(r, HeaderValue::from_static("0"));
+                map.insert(s, reset.value());
+                made[i] = [limit, reset];
+            }
+        }
+        RateHeaders { made }
+    }
+
+    /// Brings the kept limit and reset values to `quotas` (of the shape they were appended
+    /// with), each only when it changed. `values`: the kept map's values from the first
+    /// `x-ratelimit-*` one.
+    pub fn refresh<'a>(
+        &mut self,
+        quotas: &[Option<Quota>; 2],
+        mut values: impl Iterator<Item = &'a mut HeaderValue>,
+    ) {
+        for (i, q) in quotas.iter().enumerate() {
+            let Some(q) = q else { continue };
+            let (Some(limit), Some(_), Some(reset)) = (values.next(), values.next(), values.next())
+            else {
+                unreachable!("a kept map holds three headers per quota of its shape");
+            };
+            let [was_limit, was_reset] = &mut self.made[i];
+            let made = Made::Number(q.limit);
+            if *was_limit != made {
+                *limit = made.value();
+                *was_limit = made;
+            }
+            let made = Made::reset(q.reset);
+            if *was_reset != made {
+                *reset = made.value();
+                *was_reset = made;
+            }
+        }
+    }
+
+    /// Writes the remaining counts of `quotas` into a copy of a kept map. `values`: the copy's
+    /// values from the first `x-ratelimit-*` one.
+    pub fn write_remaining<'a>(
+        quotas: &[Option<Quota>; 2],
+        values: impl Iterator<Item = &'a mut HeaderValue>,
+    ) {
+        let mut remaining = remaining_values(quotas);
+        for (i, value) in values.enumerate() {
+            if i % 3 == 1 {
+                match remaining.next() {
+                    Some(v) => *value = v,
+                    None => break,
+                }
+            }
+        }
     }
 }
 
@@ -550,27 +742,6 @@ impl Made {
             Made::Secs(secs) => Text::of_secs(secs).value(),
         }
     }
-}
-
-thread_local! {
-    /// The last limit and reset values written, by slot. A scope's limits are the same on every
-    /// answer and its resets change once a second, so most answers clone the last value (its
-    /// bytes are shared) instead of formatting and allocating one: about 170 instructions less
-    /// per value. The remaining counts change on every answer and are not kept.
-    static LAST: RefCell<[Option<(Made, HeaderValue)>; 4]> =
-        const { RefCell::new([const { None }; 4]) };
-}
-
-/// The value `made` makes: the last one of `slot` when it was made from the same.
-fn last_or_new(slot: usize, made: Made) -> HeaderValue {
-    LAST.with_borrow_mut(|last| match &last[slot] {
-        Some((was, value)) if *was == made => value.clone(),
-        _ => {
-            let value = made.value();
-            last[slot] = Some((made, value.clone()));
-            value
-        }
-    })
 }
 
 /// A duration as the `x-ratelimit-reset-*` headers write it, as a string (for tests).
@@ -872,7 +1043,9 @@ backends:
         };
         let mut held = Vec::new();
         for (tokens, left) in [(100, 900), (50, 850)] {
-            let admitted = limiter.admit_key(Some("ci"), tokens, &metrics).await;
+            let admitted = limiter
+                .admit_key(&limiter.key(Some("ci")), tokens, &metrics)
+                .await;
             held.extend(admitted.ok().and_then(|a| a.reservation));
             let text = metrics.render();
             assert!(text.contains(&gauge("key:ci", left)), "{text}");
@@ -882,7 +1055,9 @@ backends:
         assert!(metrics.render().contains(&gauge("backend:nv", 300)));
         // A reload's limiter keeps the store, and writes the same series.
         let reloaded = Limiter::build(&config, Some(&limiter), false).expect("limiter");
-        let admitted = reloaded.admit_key(Some("ci"), 25, &metrics).await;
+        let admitted = reloaded
+            .admit_key(&reloaded.key(Some("ci")), 25, &metrics)
+            .await;
         held.extend(admitted.ok().and_then(|a| a.reservation));
         let text = metrics.render();
         assert!(text.contains(&gauge("key:ci", 825)), "{text}");

@@ -88,10 +88,47 @@ pub enum Decision {
         /// The tokens held in every asked scope.
         reservation: Reservation,
         /// One state per ask, in the asks' order, after the reservation.
-        states: Vec<ScopeState>,
+        states: States,
     },
     /// Refused by one limit of one scope; nothing was counted or reserved.
     Refused(Refusal),
+}
+
+/// One state per ask, in the asks' order (a slice). A single ask's — the usual decision — is
+/// held inline: a `Vec` of one cost an allocation per admitted request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum States {
+    One(ScopeState),
+    Many(Vec<ScopeState>),
+}
+
+impl Default for States {
+    fn default() -> Self {
+        States::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for States {
+    type Target = [ScopeState];
+
+    fn deref(&self) -> &[ScopeState] {
+        match self {
+            States::One(state) => std::slice::from_ref(state),
+            States::Many(states) => states,
+        }
+    }
+}
+
+impl From<Vec<ScopeState>> for States {
+    fn from(states: Vec<ScopeState>) -> Self {
+        States::Many(states)
+    }
+}
+
+impl FromIterator<ScopeState> for States {
+    fn from_iter<I: IntoIterator<Item = ScopeState>>(states: I) -> Self {
+        States::Many(states.into_iter().collect())
+    }
 }
 
 /// Why a request was refused. When several limits refuse, the one that lasts longest is named,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, Usage};
+use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, States, Usage};
 use crate::error::StoreError;
 use crate::idempotency::{Answers, Begin, Claim, ClaimHeld, Persisted, StoredAnswer};
 use crate::reservation::{Held, Reservation};
@@ -182,7 +182,7 @@ impl Ledger {
         drop(guard);
         Decision::Admitted {
             reservation: Reservation::new(Held::Ledger(Ticket::One(cell, ask.tokens))),
-            states: vec![counters.state(&ask.limits, now)],
+            states: States::One(counters.state(&ask.limits, now)),
         }
     }
 
@@ -350,7 +350,7 @@ mod tests {
     /// settling it does).
     fn said(decision: &Decision) -> (Option<&Refusal>, Vec<ScopeState>) {
         match decision {
-            Decision::Admitted { states, .. } => (None, states.clone()),
+            Decision::Admitted { states, .. } => (None, states.to_vec()),
             Decision::Refused(r) => (Some(r), r.states.clone()),
         }
     }

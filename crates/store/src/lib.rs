@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-pub use decision::{Ask, Decision, Limit, Limits, Quota, Refusal, ScopeState, Usage};
+pub use decision::{Ask, Decision, Limit, Limits, Quota, Refusal, ScopeState, States, Usage};
 pub use error::StoreError;
 pub use estimate::estimate_tokens;
 pub use idempotency::{Begin, Claim, StoredAnswer};

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, Usage};
+use crate::decision::{check_distinct, refusal, Ask, Decision, Limit, ScopeState, States, Usage};
 use crate::error::StoreError;
 use crate::idempotency::{duration_ms, Begin, Claim, ClaimHeld, StoredAnswer};
 use crate::reservation::{Held, Reservation};
@@ -185,7 +185,7 @@ impl Store for RedisStore {
         if asks.is_empty() {
             return Ok(Decision::Admitted {
                 reservation: Reservation::new(Held::Nothing),
-                states: Vec::new(),
+                states: States::default(),
             });
         }
         let now = millis(now);
@@ -217,7 +217,7 @@ impl Store for RedisStore {
         if reply.len() != 4 + 6 * asks.len() {
             return Err(malformed());
         }
-        let states = asks
+        let states: Vec<ScopeState> = asks
             .iter()
             .zip(reply[4..].chunks_exact(6))
             .map(|(ask, c)| counters(c).state(&ask.limits, now))
@@ -229,7 +229,7 @@ impl Store for RedisStore {
                     id: reply[1],
                     scopes: asks.iter().map(|a| a.scope.into()).collect(),
                 })),
-                states,
+                states: states.into(),
             });
         }
         let limit = match reply[2] {
