@@ -8,18 +8,35 @@ pub struct Decimal {
     at: u8,
 }
 
+/// `00` to `99`: the digits are written two at a time, one division per pair.
+const PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        // Both below 10: the casts keep them.
+        pairs[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    pairs
+};
+
 impl Decimal {
     pub fn new(mut n: u64) -> Self {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
-        loop {
+        while n >= 100 {
+            at -= 2;
+            // Below 100: the cast keeps it.
+            digits[at..at + 2].copy_from_slice(&PAIRS[(n % 100) as usize]);
+            n /= 100;
+        }
+        if n >= 10 {
+            at -= 2;
+            digits[at..at + 2].copy_from_slice(&PAIRS[n as usize]);
+        } else {
             at -= 1;
-            // `n % 10` is below 10: the cast keeps it.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            // Below 10: the cast keeps it.
+            digits[at] = b'0' + n as u8;
         }
         // At most 20 digits: the cast keeps it.
         Decimal {

@@ -678,6 +678,15 @@ impl RateHeaders {
         quotas: &[Option<Quota>; 2],
         mut values: impl Iterator<Item = &'a mut HeaderValue>,
     ) {
+        let now = quotas.map(|q| q.map(|q| [Made::Number(q.limit), Made::reset(q.reset)]));
+        // Most answers change neither (a reset changes once a second): no walk of the map.
+        if now
+            .iter()
+            .zip(&self.made)
+            .all(|(now, made)| now.is_none_or(|now| now == *made))
+        {
+            return;
+        }
         for (i, q) in quotas.iter().enumerate() {
             let Some(q) = q else { continue };
             let (Some(limit), Some(_), Some(reset)) = (values.next(), values.next(), values.next())
@@ -707,10 +716,8 @@ impl RateHeaders {
         let mut remaining = remaining_values(quotas);
         for (i, value) in values.enumerate() {
             if i % 3 == 1 {
-                match remaining.next() {
-                    Some(v) => *value = v,
-                    None => break,
-                }
+                let Some(v) = remaining.next() else { break };
+                *value = v;
             }
         }
     }
