@@ -15,6 +15,9 @@ pub struct SseEvent {
     /// Where the data is in `raw` when the event is one `data:` line (nearly every event):
     /// found once, when the event is made, since a connector and the relay both read it.
     single: Option<(u32, u32)>,
+    /// What the data carries, when the connector already scanned it (`Marks::scan`): the relay
+    /// reads this instead of scanning the same bytes again.
+    marks: Option<crate::usage::Marks>,
 }
 
 impl SseEvent {
@@ -25,7 +28,19 @@ impl SseEvent {
             raw,
             hidden: false,
             single,
+            marks: None,
         }
+    }
+
+    /// Notes what `Marks::scan` found in the event's data (the data, unchanged since).
+    pub fn with_marks(mut self, marks: crate::usage::Marks) -> Self {
+        self.marks = Some(marks);
+        self
+    }
+
+    /// What `Marks::scan` found in the data, when a connector scanned it.
+    pub fn marks(&self) -> Option<crate::usage::Marks> {
+        self.marks
     }
 
     /// Marks the event as the gateway's own: read, never relayed.

@@ -138,21 +138,30 @@ impl Marks {
     /// no choices (no `choices` key, or only empty ones). Found without parsing; a chunk with a
     /// non-empty `choices` anywhere is never taken for it.
     pub fn usage_only(json: &[u8]) -> bool {
-        values_of(&USAGE, json).any(|v| v == b'{')
-            && CHOICES.find_iter(json).all(|at| {
-                let after = &json[at + CHOICES.needle().len()..];
-                match value_start(after) {
-                    // Not a key here (no `:`): it says nothing about the choices.
-                    None => true,
-                    Some(b'[') => {
-                        let open = after.iter().position(|&b| b == b'[').unwrap_or(0);
-                        after[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b']')
-                    }
-                    Some(b'n') => true,
-                    Some(_) => false,
-                }
-            })
+        values_of(&USAGE, json).any(|v| v == b'{') && no_choices(json)
     }
+
+    /// `usage_only` of a chunk these marks were scanned from.
+    pub fn usage_only_scanned(self, json: &[u8]) -> bool {
+        self.usage && no_choices(json)
+    }
+}
+
+/// No `choices` key, or only empty ones.
+fn no_choices(json: &[u8]) -> bool {
+    CHOICES.find_iter(json).all(|at| {
+        let after = &json[at + CHOICES.needle().len()..];
+        match value_start(after) {
+            // Not a key here (no `:`): it says nothing about the choices.
+            None => true,
+            Some(b'[') => {
+                let open = after.iter().position(|&b| b == b'[').unwrap_or(0);
+                after[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b']')
+            }
+            Some(b'n') => true,
+            Some(_) => false,
+        }
+    })
 }
 
 /// The first byte of the value after each place `key` stands as a key in `json`.
@@ -403,6 +412,13 @@ mod tests {
         for sample in samples {
             assert_eq!(
                 Marks::usage_only(sample),
+                parsed(sample),
+                "{}",
+                String::from_utf8_lossy(sample)
+            );
+            // The same from the marks a connector scanned.
+            assert_eq!(
+                Marks::scan(sample).usage_only_scanned(sample),
                 parsed(sample),
                 "{}",
                 String::from_utf8_lossy(sample)

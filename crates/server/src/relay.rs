@@ -471,7 +471,7 @@ impl Relay {
             crate::dashboard::first_event(&self.outcome);
         }
         match self.wire {
-            Protocol::Chat => self.observe_chat(payload),
+            Protocol::Chat => self.observe_chat(event, payload),
             Protocol::Messages | Protocol::Responses => {
                 let name = event_name(event.raw());
                 let (done, failed, usage) = match self.wire {
@@ -498,13 +498,14 @@ impl Relay {
         }
     }
 
-    fn observe_chat(&mut self, payload: &[u8]) {
+    fn observe_chat(&mut self, event: &SseEvent, payload: &[u8]) {
         if payload.trim_ascii() == b"[DONE]" {
             self.seen.done = true;
             return;
         }
-        // Most chunks carry only a delta: scan for what matters, parse only what has it.
-        let marks = Marks::scan(payload);
+        // Most chunks carry only a delta: scan for what matters (or read what the connector
+        // found), parse only what has it.
+        let marks = event.marks().unwrap_or_else(|| Marks::scan(payload));
         self.seen.error_frame |= marks.error;
         self.seen.finish_reason |= marks.finished;
         if marks.usage {

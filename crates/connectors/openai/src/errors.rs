@@ -47,12 +47,16 @@ pub fn upstream_error(
 }
 
 /// Whether an event's data is an error frame: a JSON object whose top-level `error` is set.
-/// Most chunks are ruled out by one substring search, without parsing.
+#[cfg(test)]
 pub(crate) fn is_error_frame(payload: &[u8]) -> bool {
-    // Built once: building a searcher costs more than searching a chunk.
-    static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
-    ERROR_KEY.find(payload).is_some() && tollgate_core::Peek::read(payload).error.is_some()
+    is_error_frame_scanned(payload, tollgate_core::Marks::scan(payload))
+}
+
+/// Whether an event's data, `marks` scanned from it, is an error frame: a JSON object whose
+/// top-level `error` is set. Most chunks are ruled out by the scan; only a chunk with a
+/// non-null `error` key is parsed.
+pub(crate) fn is_error_frame_scanned(payload: &[u8], marks: tollgate_core::Marks) -> bool {
+    marks.error && tollgate_core::Peek::read(payload).error.is_some()
 }
 
 /// An error frame that arrived before any data: the upstream refused the request after
@@ -223,6 +227,37 @@ mod tests {
             br#"{"choices":[{"delta":{"x":{"error":1}}}]}"#
         ));
         assert!(!is_error_frame(b"[DONE]"));
+    }
+
+    #[test]
+    fn the_scanned_check_agrees_with_a_search_and_a_parse() {
+        // The check before the scan was shared with the relay: a substring search, then a parse.
+        let before = |p: &[u8]| {
+            memchr::memmem::find(p, br#""error""#).is_some()
+                && tollgate_core::Peek::read(p).error.is_some()
+        };
+        let frames: [&[u8]; 12] = [
+            br#"{"error":{"message":"boom"}}"#,
+            br#"{ "error" : { "message" : "boom" } }"#,
+            br#"{"error":"a string"}"#,
+            br#"{"error":null}"#,
+            br#"{"error" :  null, "choices": []}"#,
+            br#"{"choices":[{"delta":{"content":""error": 1"}}]}"#,
+            br#"{"choices":[{"delta":{"x":{"error":1}}}]}"#,
+            br#"{"id":"x","choices":[{"delta":{"content":"hi"}}],"error":{"code":500}}"#,
+            br#"{"error":{"message":"late"},"error":null}"#,
+            br#"{"usage":{"prompt_tokens":1},"choices":[]}"#,
+            b"[DONE]",
+            b"",
+        ];
+        for frame in frames {
+            assert_eq!(
+                is_error_frame(frame),
+                before(frame),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
     }
 
     #[test]

@@ -17,12 +17,7 @@ use hyper::body::Incoming;
 use tollgate_core::{EventStream, EventTooLarge, GatewayError, Secret, SseEvent, SseSplitter};
 
 use crate::connector::Hooks;
-use crate::errors::{early_stream_error, is_error_frame};
-
-/// OpenAI's extra final chunk for `include_usage`: no choices, a usage object.
-fn is_usage_chunk(payload: &[u8]) -> bool {
-    tollgate_core::Marks::usage_only(payload)
-}
+use crate::errors::{early_stream_error, is_error_frame_scanned};
 
 /// Wraps an upstream body. Dropping the stream drops the body, which closes the upstream
 /// connection (an unfinished HTTP/1.1 body cannot go back to the pool).
@@ -74,12 +69,15 @@ impl Events {
         let Some(payload) = event.payload() else {
             return Ok(event);
         };
-        if !is_error_frame(&payload) {
+        // Scanned once: the relay reads the marks from the event.
+        let marks = tollgate_core::Marks::scan(&payload);
+        if !is_error_frame_scanned(&payload, marks) {
             self.data_seen = true;
-            if self.hide_usage && is_usage_chunk(&payload) {
-                return Ok(event.hidden());
-            }
-            return Ok(event);
+            // OpenAI's extra final chunk for `include_usage`: no choices, a usage object.
+            let usage_only = self.hide_usage && marks.usage_only_scanned(&payload);
+            drop(payload);
+            let event = event.with_marks(marks);
+            return Ok(if usage_only { event.hidden() } else { event });
         }
         self.ended = true;
         self.ready.clear();
