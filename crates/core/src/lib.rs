@@ -30,4 +30,4 @@ pub use request::{ClientRequest, Endpoint, Protocol, Request};
 pub use router::{Router, Target};
 pub use secret::Secret;
 pub use sse::{EventTooLarge, SseEvent, SseSplitter, MAX_EVENT_BYTES};
-pub use usage::{find_usage, Marks, Peek, Usage};
+pub use usage::{find_usage, places, Marks, Peek, Usage};

@@ -149,7 +149,7 @@ impl Marks {
 
 /// No `choices` key, or only empty ones.
 fn no_choices(json: &[u8]) -> bool {
-    CHOICES.find_iter(json).all(|at| {
+    places(&CHOICES, json).all(|at| {
         let after = &json[at + CHOICES.needle().len()..];
         match value_start(after) {
             // Not a key here (no `:`): it says nothing about the choices.
@@ -167,8 +167,19 @@ fn no_choices(json: &[u8]) -> bool {
 /// The first byte of the value after each place `key` stands as a key in `json`.
 fn values_of<'a>(key: &'a Finder<'static>, json: &'a [u8]) -> impl Iterator<Item = u8> + 'a {
     let len = key.needle().len();
-    key.find_iter(json)
-        .filter_map(move |at| value_start(&json[at + len..]))
+    places(key, json).filter_map(move |at| value_start(&json[at + len..]))
+}
+
+/// Where `key` stands in `json`, each place after the last (as `Finder::find_iter` finds them).
+/// `Finder::find` on what is left, not `find_iter`: an iterator copies the whole searcher (a
+/// few hundred bytes) each time it is made, which cost a chunk more than most of its searches.
+pub fn places<'a>(key: &'a Finder<'_>, json: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = from + key.find(json.get(from..)?)?;
+        from = at + key.needle().len().max(1);
+        Some(at)
+    })
 }
 
 /// After a key: the first byte of its value, when a `:` follows (else it was not a key).
@@ -332,6 +343,26 @@ mod tests {
         assert!(Peek::read(br#"{"error":null}"#).error.is_none());
         assert!(Peek::read(b"[DONE]").id.is_none());
         assert!(Peek::read(br#"{"choices":[],"usage":null}"#).has_no_choices());
+    }
+
+    #[test]
+    fn places_are_where_find_iter_finds_them() {
+        let hays: [&[u8]; 6] = [
+            b"",
+            b"a",
+            b"aaaa",
+            b"abaabaaab",
+            b"xx\"usage\"\"usage\"",
+            b"aab",
+        ];
+        for needle in [&b"a"[..], b"aa", b"aab", b"\"usage\"", b"zzz"] {
+            let finder = Finder::new(needle);
+            for hay in hays {
+                let want: Vec<usize> = finder.find_iter(hay).collect();
+                let got: Vec<usize> = places(&finder, hay).collect();
+                assert_eq!(got, want, "{needle:?} in {hay:?}");
+            }
+        }
     }
 
     /// The searcher-per-key scan built per call, kept as the reference.

@@ -232,9 +232,11 @@ pub(crate) fn matched_stop(data: &[u8], ctx: &ReplyContext) -> Option<String> {
     if ctx.stop_sequences.is_empty() {
         return None;
     }
-    let key = b"\"stop_reason\"";
-    for at in memchr::memmem::find_iter(data, key) {
-        let rest = data[at + key.len()..].trim_ascii_start();
+    // Built once: building a searcher costs more than searching a chunk.
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stop_reason\""));
+    for at in tollgate_core::places(&KEY, data) {
+        let rest = data[at + KEY.needle().len()..].trim_ascii_start();
         let Some(rest) = rest.strip_prefix(b":") else {
             continue;
         };

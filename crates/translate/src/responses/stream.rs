@@ -172,8 +172,10 @@ fn first_choice_only(data: &[u8]) -> bool {
     if !(object.starts_with(b"{") && object.ends_with(b"}")) {
         return false;
     }
-    let key = memchr::memmem::Finder::new(b"\"index\"");
-    key.find_iter(data).all(|at| {
+    // Built once: building a searcher costs more than searching a chunk.
+    static INDEX: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"index\""));
+    tollgate_core::places(&INDEX, data).all(|at| {
         let mut rest = data[at + 7..].trim_ascii_start();
         let Some(after) = rest.strip_prefix(b":") else {
             return false;
