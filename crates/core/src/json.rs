@@ -285,9 +285,12 @@ impl JsonObject {
     pub fn decode<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, String> {
         match self.position(key) {
             None => Ok(None),
-            Some(at) => serde_json::from_slice(&self.fields[at].1)
-                .map(Some)
-                .map_err(|e| e.to_string()),
+            // Read as text, its UTF-8 validated once: `from_slice` validates every string it
+            // meets again. (Values are UTF-8: checked by serde_json or written by `insert`.)
+            Some(at) => std::str::from_utf8(&self.fields[at].1)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                .map(Some),
         }
     }
 

@@ -241,14 +241,17 @@ where
 impl<'a> Chunk<'a> {
     /// Reads one chunk's data; `None` when it is not a JSON object of this shape.
     pub fn read(data: &'a [u8]) -> Option<Chunk<'a>> {
-        serde_json::from_slice(data).ok()
+        // Validated as UTF-8 once, then read as text: `from_slice` validates every string it
+        // meets again. Invalid UTF-8 fails either way.
+        serde_json::from_str(std::str::from_utf8(data).ok()?).ok()
     }
 }
 
 impl<'a> Completion<'a> {
     /// Reads a whole answer; `None` when it is not a JSON object of this shape.
     pub fn read(body: &'a [u8]) -> Option<Completion<'a>> {
-        serde_json::from_slice(body).ok()
+        // As `Chunk::read`: UTF-8 validated once.
+        serde_json::from_str(std::str::from_utf8(body).ok()?).ok()
     }
 }
 
