@@ -452,19 +452,8 @@ impl Gateway {
                         body: AnswerBody::Stream { first, rest },
                         wire,
                     }) => {
-                        // The answer's headers as a copy of kept ones, else one by one.
-                        let attempts = attempts_value(outcome.attempts);
-                        let kept = match outcome.backend() {
-                            Some(backend) => crate::kept_headers::answer(
-                                Kind::Stream,
-                                limit_state.as_ref(),
-                                backend,
-                                attempts,
-                                request_id,
-                                headers,
-                            ),
-                            None => Err(headers),
-                        };
+                        let kept =
+                            kept_headers(Kind::Stream, &outcome, limit_state, request_id, headers);
                         let kept = kept.map_err(|mut headers| {
                             tollgate_headers(&mut headers, &outcome);
                             limit_headers(limit_state, &mut headers);
@@ -819,19 +808,7 @@ fn answer_whole(
             };
             outcome.status = 200;
             outcome.completed = true;
-            // The answer's headers as a copy of kept ones (`kept_headers`), else one by one.
-            let attempts = attempts_value(outcome.attempts);
-            let kept = match outcome.backend() {
-                Some(backend) => crate::kept_headers::answer(
-                    Kind::Json,
-                    limits.as_ref(),
-                    backend,
-                    attempts,
-                    request_id,
-                    headers,
-                ),
-                None => Err(headers),
-            };
+            let kept = kept_headers(Kind::Json, &outcome, limits, request_id, headers);
             let headers = match kept {
                 Ok(map) => {
                     let mut resp = Response::new(Body::full(bytes));
@@ -859,6 +836,28 @@ fn answer_whole(
             ),
         ),
         Err(e) => refuse(outcome, e),
+    }
+}
+
+/// An answer's headers as a copy of kept ones (`kept_headers`); `Err(upstream)` when they must
+/// be built one by one.
+fn kept_headers(
+    kind: Kind,
+    outcome: &Outcome,
+    limits: Option<tollgate_store::ScopeState>,
+    request_id: &str,
+    upstream: HeaderMap,
+) -> Result<HeaderMap, HeaderMap> {
+    match outcome.backend() {
+        Some(backend) => crate::kept_headers::answer(
+            kind,
+            limits.as_ref(),
+            backend,
+            attempts_value(outcome.attempts),
+            request_id,
+            upstream,
+        ),
+        None => Err(upstream),
     }
 }
 

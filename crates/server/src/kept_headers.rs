@@ -175,19 +175,9 @@ mod tests {
         map
     }
 
-    fn numbers(seed: u64) -> impl Iterator<Item = u64> {
-        let mut x = seed;
-        std::iter::from_fn(move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Some(x)
-        })
-    }
-
     #[test]
     fn a_kept_copy_is_the_map_built_one_by_one() {
-        let mut gen = numbers(0x1234_5678_9abc_def1);
+        let mut gen = crate::limits::tests::numbers(0x1234_5678_9abc_def1);
         let mut next = move |n: u64| gen.next().unwrap_or(0) % n;
         let quota = |next: &mut dyn FnMut(u64) -> u64, keep: Option<Quota>| {
             if next(5) == 0 {

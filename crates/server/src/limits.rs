@@ -86,11 +86,12 @@ fn ask(scope: &str, limits: LimitsConfig, tokens: u64) -> Ask<'_> {
     }
 }
 
-/// A request's client key as the limits see it (`Limiter::key`).
-pub struct KeyScope<'a> {
-    /// The key's limits (its own, else the top-level default).
+/// A scope as a decision needs it: a request's client key (`Limiter::key`) or a backend.
+pub struct ScopeRef<'a> {
+    /// The scope's limits (a key's own, else the top-level default).
     pub limits: LimitsConfig,
     scope: Cow<'a, str>,
+    /// The scope's kept `tollgate_budget_remaining_tokens` handle, when it has one.
     budget: Option<&'a Budget>,
 }
 
@@ -214,19 +215,19 @@ impl Limiter {
     /// A request's client key's limits and scope, looked up once for both the request's cap and
     /// its admission; a key the configuration does not name (none reaches here through
     /// authentication) has the default limits.
-    pub fn key(&self, key: Option<&str>) -> KeyScope<'_> {
+    pub fn key(&self, key: Option<&str>) -> ScopeRef<'_> {
         match key.map(|name| (name, self.keys.get(name))) {
-            Some((_, Some(k))) => KeyScope {
+            Some((_, Some(k))) => ScopeRef {
                 limits: k.limits,
                 scope: Cow::Borrowed(&*k.scope),
                 budget: Some(&k.budget),
             },
-            Some((name, None)) => KeyScope {
+            Some((name, None)) => ScopeRef {
                 limits: self.default,
                 scope: Cow::Owned(key_scope(Some(name))),
                 budget: None,
             },
-            None => KeyScope {
+            None => ScopeRef {
                 limits: self.default,
                 scope: Cow::Borrowed(ANONYMOUS),
                 budget: None,
@@ -256,35 +257,31 @@ impl Limiter {
     /// limit (never the key); a store that cannot decide follows `state.on_error`.
     pub async fn admit_key(
         &self,
-        key: &KeyScope<'_>,
+        key: &ScopeRef<'_>,
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        if let Some(decided) = self.admit_key_now(key, tokens, metrics) {
-            return decided;
+        if !key.limits.counts() {
+            return Ok(Admitted::default());
         }
-        let asks = [ask(&key.scope, key.limits, tokens)];
-        let now = SystemTime::now();
-        let decided = self.store.admit(&asks, now).await;
-        self.key_decided(self.judge(&key.scope, key.budget, key.limits, tokens, metrics, decided))
+        let judged = self.decide(key, tokens, metrics).await;
+        self.key_decided(judged)
     }
 
     /// `admit_key` without waiting, when the store decides at once (memory and SQLite: every
     /// decision) — no future to build and poll on the request path; `None` for Redis.
     pub fn admit_key_now(
         &self,
-        key: &KeyScope<'_>,
+        key: &ScopeRef<'_>,
         tokens: u64,
         metrics: &Metrics,
     ) -> Option<Result<Admitted, GatewayError>> {
-        let limits = key.limits;
-        if !limits.counts() {
+        if !key.limits.counts() {
             return Some(Ok(Admitted::default()));
         }
-        let asks = [ask(&key.scope, limits, tokens)];
+        let asks = [ask(&key.scope, key.limits, tokens)];
         let decided = self.store.admit_now(&asks, SystemTime::now())?;
-        let judged = self.judge(&key.scope, key.budget, limits, tokens, metrics, decided);
-        Some(self.key_decided(judged))
+        Some(self.key_decided(self.judge(key, tokens, metrics, decided)))
     }
 
     /// A key's decision, `state.on_error` applied where the store could not make it.
@@ -311,16 +308,12 @@ impl Limiter {
         let Some(scoped) = self.backends.get(backend).filter(|b| b.limits.counts()) else {
             return Ok(Admitted::default());
         };
-        match self
-            .decide(
-                &scoped.scope,
-                Some(&scoped.budget),
-                scoped.limits,
-                tokens,
-                metrics,
-            )
-            .await
-        {
+        let scope = ScopeRef {
+            limits: scoped.limits,
+            scope: Cow::Borrowed(&scoped.scope),
+            budget: Some(&scoped.budget),
+        };
+        match self.decide(&scope, tokens, metrics).await {
             Ok(Ok(admitted)) => Ok(admitted),
             Ok(Err(refused)) => Err(Skipped::OverLimit {
                 retry_after: refused.retry_after().unwrap_or(Duration::from_secs(1)),
@@ -332,37 +325,33 @@ impl Limiter {
         }
     }
 
-    /// One decision; `Err(())` when the store could not make it. `budget`: the scope's kept
-    /// gauge handle, when it has one.
+    /// One decision; `Err(())` when the store could not make it.
     async fn decide(
         &self,
-        scope: &str,
-        budget: Option<&Budget>,
-        limits: LimitsConfig,
+        scope: &ScopeRef<'_>,
         tokens: u64,
         metrics: &Metrics,
     ) -> Result<Result<Admitted, GatewayError>, ()> {
-        let asks = [ask(scope, limits, tokens)];
+        let asks = [ask(&scope.scope, scope.limits, tokens)];
         let now = SystemTime::now();
         // Memory and SQLite decide at once; only Redis is waited for.
         let decided = match self.store.admit_now(&asks, now) {
             Some(decided) => decided,
             None => self.store.admit(&asks, now).await,
         };
-        self.judge(scope, budget, limits, tokens, metrics, decided)
+        self.judge(scope, tokens, metrics, decided)
     }
 
     /// What the store's answer means for the request: the admission, or the 429 naming the
     /// limit; `Err(())` when the store could not decide.
     fn judge(
         &self,
-        scope: &str,
-        budget: Option<&Budget>,
-        limits: LimitsConfig,
+        scoped: &ScopeRef<'_>,
         tokens: u64,
         metrics: &Metrics,
         decided: Result<Decision, tollgate_store::StoreError>,
     ) -> Result<Result<Admitted, GatewayError>, ()> {
+        let (scope, budget, limits) = (&*scoped.scope, scoped.budget, scoped.limits);
         let decision = match decided {
             Ok(d) => d,
             Err(e) => {
@@ -826,7 +815,7 @@ impl Text {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -892,7 +881,7 @@ mod tests {
     }
 
     /// A small deterministic generator (xorshift), for inputs without a dependency.
-    fn numbers(seed: u64) -> impl Iterator<Item = u64> {
+    pub(crate) fn numbers(seed: u64) -> impl Iterator<Item = u64> {
         let mut x = seed;
         std::iter::from_fn(move || {
             x ^= x << 13;
