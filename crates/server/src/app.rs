@@ -14,6 +14,7 @@ use crate::body::Body;
 use crate::dispatch::{dispatch, Answer, AnswerBody, Job};
 use crate::door::{self, Reply};
 use crate::intake::read_body;
+use crate::kept_headers::{Kind, X_TOLLGATE_ATTEMPTS, X_TOLLGATE_BACKEND};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -393,12 +394,7 @@ impl Gateway {
         // headers, else the answering backend's).
         let mut key_state = None;
         if key_limits.counts() && endpoint != Endpoint::CountTokens {
-            // Memory and SQLite decide at once: no future on the request path.
-            let admitted = match limiter.admit_key_now(&key, estimate, &self.metrics) {
-                Some(admitted) => admitted,
-                None => limiter.admit_key(&key, estimate, &self.metrics).await,
-            };
-            match admitted {
+            match limiter.admit_key(&key, estimate, &self.metrics).await {
                 Ok(admitted) => {
                     key_state = admitted.state;
                     if let Some(reservation) = admitted.reservation {
@@ -658,7 +654,6 @@ fn limit_headers(state: Option<tollgate_store::ScopeState>, headers: &mut Header
 /// the name on every request.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const ANTHROPIC_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("anthropic-idempotency-key");
-use crate::kept_headers::{Kind, X_TOLLGATE_ATTEMPTS, X_TOLLGATE_BACKEND};
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
@@ -778,8 +773,8 @@ fn count_tokens_locally(mut outcome: Outcome, body: &JsonObject) -> Response<Bod
     )
 }
 
-/// Answers with a whole body from dispatch.
-/// A whole answer (or its error) with the `x-ratelimit-*` headers of `limits`.
+/// Answers with a whole body from dispatch (or its error), with the `x-ratelimit-*` headers of
+/// `limits`.
 fn answer_whole(
     mut outcome: Outcome,
     reply: &Reply,

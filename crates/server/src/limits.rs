@@ -268,22 +268,6 @@ impl Limiter {
         self.key_decided(judged)
     }
 
-    /// `admit_key` without waiting, when the store decides at once (memory and SQLite: every
-    /// decision) — no future to build and poll on the request path; `None` for Redis.
-    pub fn admit_key_now(
-        &self,
-        key: &ScopeRef<'_>,
-        tokens: u64,
-        metrics: &Metrics,
-    ) -> Option<Result<Admitted, GatewayError>> {
-        if !key.limits.counts() {
-            return Some(Ok(Admitted::default()));
-        }
-        let asks = [ask(&key.scope, key.limits, tokens)];
-        let decided = self.store.admit_now(&asks, SystemTime::now())?;
-        Some(self.key_decided(self.judge(key, tokens, metrics, decided)))
-    }
-
     /// A key's decision, `state.on_error` applied where the store could not make it.
     fn key_decided(
         &self,
