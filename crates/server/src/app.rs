@@ -136,21 +136,12 @@ impl Gateway {
         };
         // The request, and with it any unread body, was dropped inside `route`.
         crate::intake::settle_unread(&mut unread, http1, expects_continue, &mut resp).await;
-        // A whole answer's kept headers hold it already (`kept_headers`); an upstream's own id
-        // never passes as `x-request-id`.
-        match resp.headers_mut().entry(request_id::HEADER) {
-            http::header::Entry::Occupied(held) if held.get() == request_id.as_str() => {}
-            entry => {
-                if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    match entry {
-                        http::header::Entry::Occupied(mut held) => {
-                            held.insert(v);
-                        }
-                        http::header::Entry::Vacant(free) => {
-                            free.insert(v);
-                        }
-                    }
-                }
+        // A kept answer's headers hold it already (`kept_headers`); an upstream's own id never
+        // passes as `x-request-id`.
+        let held = resp.headers().get(&request_id::HEADER);
+        if held.is_none_or(|v| v != request_id.as_str()) {
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert(request_id::HEADER, v);
             }
         }
         resp

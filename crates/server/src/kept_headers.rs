@@ -52,7 +52,7 @@ struct Kept {
     map: HeaderMap,
     /// The backend name the `x-tollgate-backend` value was made from.
     backend: Box<str>,
-    rates: Option<RateHeaders>,
+    rates: RateHeaders,
 }
 
 thread_local! {
@@ -62,7 +62,7 @@ thread_local! {
 }
 
 impl Kept {
-    fn new(kind: Kind, quotas: Option<&[Option<Quota>; 2]>, backend: &str) -> Option<Kept> {
+    fn new(kind: Kind, quotas: &[Option<Quota>; 2], backend: &str) -> Option<Kept> {
         // A copy keeps this index table (room for twelve), so the upstream's few passed headers
         // do not grow it.
         let mut map = HeaderMap::with_capacity(12);
@@ -72,7 +72,7 @@ impl Kept {
         map.insert(X_TOLLGATE_BACKEND, HeaderValue::from_str(backend).ok()?);
         map.insert(X_TOLLGATE_ATTEMPTS, HeaderValue::from_static("0"));
         map.insert(crate::request_id::HEADER, HeaderValue::from_static("-"));
-        let rates = quotas.map(|q| RateHeaders::append(q, &mut map));
+        let rates = RateHeaders::append(quotas, &mut map);
         Some(Kept {
             map,
             backend: backend.into(),
@@ -96,12 +96,12 @@ pub fn answer(
     let Ok(request_id) = HeaderValue::from_str(request_id) else {
         return Err(upstream);
     };
-    let quotas = limits.map(limits::shown);
-    let shape = quotas.as_ref().and_then(limits::shape).unwrap_or(0);
+    let quotas = limits.map_or([None, None], limits::shown);
+    let shape = limits::shape(&quotas);
     KEPT.with_borrow_mut(|kept| {
         let slot = &mut kept[kind as usize][shape];
         if slot.is_none() {
-            *slot = Kept::new(kind, quotas.as_ref(), backend);
+            *slot = Kept::new(kind, &quotas, backend);
         }
         let fixed = kind.fixed().len();
         let Some(k) = slot.as_mut() else {
@@ -116,9 +116,7 @@ pub fn answer(
             }
             k.backend = backend.into();
         }
-        if let (Some(rates), Some(q)) = (&mut k.rates, &quotas) {
-            rates.refresh(q, k.map.values_mut().skip(fixed + 3));
-        }
+        k.rates.refresh(&quotas, k.map.values_mut().skip(fixed + 3));
         let mut map = k.map.clone();
         let mut values = map.values_mut().skip(fixed + 1);
         if let Some(v) = values.next() {
@@ -127,9 +125,7 @@ pub fn answer(
         if let Some(v) = values.next() {
             *v = request_id;
         }
-        if let Some(q) = &quotas {
-            RateHeaders::write_remaining(q, values);
-        }
+        RateHeaders::write_remaining(&quotas, values);
         for (name, value) in &upstream {
             if !k.map.contains_key(name) {
                 map.append(name.clone(), value.clone());

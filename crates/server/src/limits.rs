@@ -8,7 +8,6 @@
 //! the request ends (`Outcome`'s drop).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -552,46 +551,27 @@ pub fn shown(state: &ScopeState) -> [Option<Quota>; 2] {
     [state.requests, state.tokens.or(state.tokens_today)]
 }
 
-/// OpenAI's `x-ratelimit-*` headers for a scope's state. This runs on every limited answer, and
-/// inserting six custom names cost more than the rest of the limits together (the map hashes
-/// each name), so each shape of headers (requests, tokens, or both) is kept built once per
-/// thread (`RateHeaders`). An empty `out` becomes a copy of the kept map; a map already
-/// holding headers gets them inserted. (A whole answer's map is a copy of a kept map holding
-/// these and the answer's other headers: `crate::app`.)
+/// OpenAI's `x-ratelimit-*` headers for a scope's state, inserted into `out` (they replace any
+/// of the same name). The answers most requests get (a whole answer, a stream that started in
+/// time) take them from a kept map instead (`crate::kept_headers`, `RateHeaders`); this is for
+/// the rest: refusals, errors, a stream still waiting for its backend.
 pub fn headers(state: &ScopeState, out: &mut HeaderMap) {
-    let quotas = shown(state);
-    let Some(shape) = shape(&quotas) else { return };
-    KEPT.with_borrow_mut(|kept| {
-        let (map, rates) = kept[shape - 1].get_or_insert_with(|| {
-            let mut map = HeaderMap::with_capacity(6);
-            let rates = RateHeaders::append(&quotas, &mut map);
-            (map, rates)
-        });
-        rates.refresh(&quotas, map.values_mut());
-        if out.is_empty() {
-            *out = map.clone();
-            RateHeaders::write_remaining(&quotas, out.values_mut());
-        } else {
-            let mut remaining = remaining_values(&quotas);
-            for (i, (name, value)) in map.iter().enumerate() {
-                let value = match i % 3 {
-                    1 => remaining.next().unwrap_or(HeaderValue::from_static("0")),
-                    _ => value.clone(),
-                };
-                out.insert(name.clone(), value);
-            }
-        }
-    });
+    for (names, q) in NAMES.iter().zip(shown(state)) {
+        let Some(q) = q else { continue };
+        let [limit, remaining, reset] = names.clone();
+        out.insert(limit, Made::Number(q.limit).value());
+        out.insert(remaining, HeaderValue::from(q.remaining));
+        out.insert(reset, Made::reset(q.reset).value());
+    }
 }
 
-/// Which `x-ratelimit-*` headers `quotas` show: `None` for none, 1 both, 2 the requests', 3
-/// the tokens'.
-pub fn shape(quotas: &[Option<Quota>; 2]) -> Option<usize> {
+/// Which `x-ratelimit-*` headers `quotas` show: 0 none, 1 both, 2 the requests', 3 the tokens'.
+pub fn shape(quotas: &[Option<Quota>; 2]) -> usize {
     match quotas {
-        [Some(_), Some(_)] => Some(1),
-        [Some(_), None] => Some(2),
-        [None, Some(_)] => Some(3),
-        [None, None] => None,
+        [None, None] => 0,
+        [Some(_), Some(_)] => 1,
+        [Some(_), None] => 2,
+        [None, Some(_)] => 3,
     }
 }
 
@@ -619,12 +599,6 @@ const NAMES: [[HeaderName; 3]; 2] = [
     [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
     [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
 ];
-
-thread_local! {
-    /// `headers`' kept maps, by shape.
-    static KEPT: RefCell<[Option<(HeaderMap, RateHeaders)>; 3]> =
-        const { RefCell::new([const { None }; 3]) };
-}
 
 impl RateHeaders {
     /// Inserts the headers `quotas` show into `map`, after what it holds.
