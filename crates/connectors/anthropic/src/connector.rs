@@ -160,6 +160,11 @@ impl Anthropic {
             .into_iter()
             .filter_map(|p| Some((p, format!("{base}/{p}").parse().ok()?)))
             .collect();
+        let client = build_client(
+            tollgate_openai::Protocol::Auto,
+            Duration::from_secs(config.connect_timeout),
+            &base,
+        );
         let upstream = Upstream {
             name: Arc::from(ctx.name),
             base,
@@ -167,10 +172,7 @@ impl Anthropic {
             key,
             headers,
             // HTTP/1.1, or HTTP/2 where TLS negotiates it (api.anthropic.com offers both).
-            client: build_client(
-                tollgate_openai::Protocol::Auto,
-                Duration::from_secs(config.connect_timeout),
-            ),
+            client,
             timeout: Duration::from_secs(config.timeout),
         };
         Ok(Anthropic {
@@ -206,13 +208,13 @@ impl Anthropic {
         let health = self.health.clone();
         let catalogue = self.discovers().then(|| self.catalogue.clone());
         tokio::spawn(async move {
-            match models::fetch(&upstream, &defaults).await {
-                Ok(list) => {
-                    health.passed();
-                    if let Some(catalogue) = catalogue {
-                        catalogue.offer(list).await;
-                    }
-                }
+            let fetch = models::fetch(&upstream, &defaults);
+            let fetched = match &catalogue {
+                Some(catalogue) => catalogue.fill(fetch).await,
+                None => fetch.await.map(drop),
+            };
+            match fetched {
+                Ok(()) => health.passed(),
                 Err(e) => {
                     tracing::warn!(backend = %upstream.name, error = %e, "health check failed");
                     health.failed(&e);

@@ -1,5 +1,7 @@
-//! The outbound HTTP client: one pooled hyper-util client per backend instance, over rustls
-//! with the `ring` provider and the system's root certificates.
+//! The outbound HTTP client: one connection pool per backend instance, over rustls with the
+//! `ring` provider and the system's root certificates. A backend that speaks only HTTP/1.1
+//! (configured so, or a plain `http://` one) uses tollgate's own pool ([`crate::h1`]); one that
+//! may speak HTTP/2 uses hyper-util's.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,8 +13,89 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::h1::{H1Pool, UpBody};
+
 /// The client every OpenAI-shaped connector sends with.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, OutBody>;
+pub enum HttpClient {
+    /// HTTP/1.1 only: connections driven by the requests that hold them.
+    Http1(H1Pool),
+    /// HTTP/2, or HTTP/1.1 and HTTP/2 as TLS negotiates: hyper-util's pool (boxed: it is
+    /// large, and the backend holds one or the other for its life).
+    Shared(Box<Client<HttpsConnector<HttpConnector>, OutBody>>),
+}
+
+impl HttpClient {
+    /// Sends and resolves with the response head (no timeout of its own).
+    pub async fn send(
+        &self,
+        req: http::Request<OutBody>,
+    ) -> Result<http::Response<UpBody>, SendError> {
+        match self {
+            HttpClient::Http1(pool) => pool.send(req).await,
+            HttpClient::Shared(client) => match client.request(req).await {
+                Ok(resp) => Ok(resp.map(UpBody::plain)),
+                Err(e) => Err(SendError::Shared(e)),
+            },
+        }
+    }
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened.
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed, or closed, before the head arrived.
+    Exchange(hyper::Error),
+    /// hyper-util's client failed (either of the above).
+    Shared(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// Whether it was a timeout (the connect timeout): a 504, not a 502.
+    pub fn is_timeout(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self.inner());
+        while let Some(s) = source {
+            if s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
+
+    fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            SendError::Connect(e) => e.as_ref(),
+            SendError::Exchange(e) => e,
+            SendError::Shared(e) => e,
+        }
+    }
+
+    /// In words, without the URL (which a user may have given a token in): what failed and
+    /// its deepest cause.
+    pub fn describe(&self) -> String {
+        let what = match self {
+            SendError::Connect(_) => "could not connect",
+            SendError::Shared(e) if e.is_connect() => "could not connect",
+            _ => "the exchange failed",
+        };
+        let top = self.inner();
+        let mut deepest = top;
+        while let Some(s) = deepest.source() {
+            deepest = s;
+        }
+        format!("{what}: {deepest}")
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
 
 /// A request body sent upstream: whole (every routed request, built by tollgate), or streamed
 /// from the client as it arrives (a pass-through request, never read by tollgate).
@@ -70,8 +153,8 @@ pub enum Protocol {
     Http2Only,
 }
 
-/// Builds a client with its own connection pool.
-pub fn build_client(protocol: Protocol, connect_timeout: Duration) -> HttpClient {
+/// Builds a client with its own connection pool, for a backend below `base`.
+pub fn build_client(protocol: Protocol, connect_timeout: Duration, base: &str) -> HttpClient {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -86,10 +169,23 @@ pub fn build_client(protocol: Protocol, connect_timeout: Duration) -> HttpClient
         Protocol::Http1Only => builder.enable_http1().wrap_connector(tcp),
         Protocol::Http2Only => builder.enable_http2().wrap_connector(tcp),
     };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .http2_only(protocol == Protocol::Http2Only)
-        .build(https)
+    // HTTP/2 is only ever negotiated over TLS here (or asked for with `Http2Only`).
+    let http1 = match protocol {
+        Protocol::Http1Only => true,
+        Protocol::Auto => !base.starts_with("https:"),
+        Protocol::Http2Only => false,
+    };
+    if http1 {
+        if let Some(pool) = H1Pool::new(https.clone(), base) {
+            return HttpClient::Http1(pool);
+        }
+    }
+    HttpClient::Shared(Box::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(crate::h1::IDLE_TIMEOUT)
+            .http2_only(protocol == Protocol::Http2Only)
+            .build(https),
+    ))
 }
 
 /// The TLS settings shared by all backends; the system roots are read once per process.

@@ -201,6 +201,11 @@ impl OpenAiCompatible {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let client = build_client(
+            settings.protocol,
+            Duration::from_secs(config.connect_timeout),
+            &base,
+        );
         let upstream = Upstream {
             name: Arc::from(ctx.name),
             uris: Upstream::endpoint_uris(&base),
@@ -208,10 +213,7 @@ impl OpenAiCompatible {
             key,
             headers,
             // Each backend instance owns its client, hence its own connection pool.
-            client: build_client(
-                settings.protocol,
-                Duration::from_secs(config.connect_timeout),
-            ),
+            client,
             timeout: Duration::from_secs(config.timeout),
         };
         Ok(OpenAiCompatible {
@@ -248,13 +250,13 @@ impl OpenAiCompatible {
         let health = self.health.clone();
         let catalogue = self.discovers().then(|| self.catalogue.clone());
         tokio::spawn(async move {
-            match upstream.fetch_models().await {
-                Ok(models) => {
-                    health.passed();
-                    if let Some(catalogue) = catalogue {
-                        catalogue.offer(models).await;
-                    }
-                }
+            let fetch = upstream.fetch_models();
+            let fetched = match &catalogue {
+                Some(catalogue) => catalogue.fill(fetch).await,
+                None => fetch.await.map(drop),
+            };
+            match fetched {
+                Ok(()) => health.passed(),
                 Err(e) => {
                     tracing::warn!(backend = %upstream.name, error = %e, "health check failed");
                     health.failed(&e);

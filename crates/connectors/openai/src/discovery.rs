@@ -76,9 +76,7 @@ impl Catalogue {
         match fetch().await {
             Ok(models) => {
                 health.passed();
-                state.failed = None;
-                state.fetched = Some(Instant::now());
-                state.models = Some(models.clone());
+                Self::keep(&mut state, models.clone());
                 Some(models)
             }
             Err(e) => {
@@ -89,9 +87,23 @@ impl Catalogue {
         }
     }
 
-    /// Keeps a list fetched by the health check, so discovery need not ask again.
+    /// Keeps a list fetched elsewhere, so discovery need not ask again.
     pub async fn offer(&self, models: Vec<String>) {
+        Self::keep(&mut *self.state.lock().await, models);
+    }
+
+    /// Fetches (the health check's list) with the cache held, so a discovery meanwhile waits
+    /// for this list instead of asking the upstream a second time; keeps it if it came.
+    pub async fn fill<Fut>(&self, fetch: Fut) -> Result<(), GatewayError>
+    where
+        Fut: Future<Output = Result<Vec<String>, GatewayError>>,
+    {
         let mut state = self.state.lock().await;
+        Self::keep(&mut state, fetch.await?);
+        Ok(())
+    }
+
+    fn keep(state: &mut Cached, models: Vec<String>) {
         state.failed = None;
         state.fetched = Some(Instant::now());
         state.models = Some(models);

@@ -1,7 +1,6 @@
 //! Turning upstream failures into `GatewayError`s a client may read: OpenAI-shaped, with the
 //! upstream's status, and never carrying the upstream key.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,25 +141,6 @@ fn kind_and_code(status: StatusCode) -> (&'static str, &'static str) {
         429 => ("rate_limit_error", "rate_limit_exceeded"),
         400..=499 => ("invalid_request_error", "invalid_request_error"),
         _ => ("upstream_error", "upstream_error"),
-    }
-}
-
-/// A transport error in words, without the URL (which a user may have given a token in).
-pub fn describe_transport_error(e: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    let mut deepest = None;
-    while let Some(s) = source {
-        deepest = Some(s);
-        source = s.source();
-    }
-    let what = if e.is_connect() {
-        "could not connect"
-    } else {
-        "the exchange failed"
-    };
-    match deepest {
-        Some(cause) => format!("{what}: {cause}"),
-        None => format!("{what}: {e}"),
     }
 }
 

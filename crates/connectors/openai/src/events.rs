@@ -13,16 +13,16 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tollgate_core::{EventStream, EventTooLarge, GatewayError, Secret, SseEvent, SseSplitter};
 
 use crate::connector::Hooks;
 use crate::errors::{early_stream_error, is_error_frame_scanned};
+use crate::h1::UpBody;
 
 /// Wraps an upstream body. Dropping the stream drops the body, which closes the upstream
 /// connection (an unfinished HTTP/1.1 body cannot go back to the pool).
 pub fn event_stream(
-    body: Incoming,
+    body: UpBody,
     backend: Arc<str>,
     key: Option<Secret>,
     hooks: Arc<dyn Hooks>,
@@ -44,7 +44,7 @@ pub fn event_stream(
 }
 
 struct Events {
-    body: Incoming,
+    body: UpBody,
     backend: Arc<str>,
     /// To scrub an early error frame turned into an error body.
     key: Option<Secret>,

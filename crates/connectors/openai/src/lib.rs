@@ -6,13 +6,14 @@ mod connector;
 mod discovery;
 mod errors;
 mod events;
+mod h1;
 mod upstream;
 
 use std::sync::Arc;
 
 use tollgate_core::{BuildContext, Connector, Problem, Registry};
 
-pub use client::{build_client, HttpClient, OutBody, Protocol};
+pub use client::{build_client, HttpClient, OutBody, Protocol, SendError};
 pub use connector::{
     passed_headers, retry_after, CommonOptions, Hooks, NoHooks, OpenAiCompatible, Settings,
     DEFAULT_MODELS_REFRESH, MAX_RESPONSE_BYTES,
@@ -20,6 +21,7 @@ pub use connector::{
 pub use discovery::{Catalogue, Health};
 pub use errors::upstream_error;
 pub use events::event_stream;
+pub use h1::UpBody;
 pub use upstream::Upstream;
 
 /// The `openai` type's fixed settings.

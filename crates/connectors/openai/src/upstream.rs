@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tollgate_core::{GatewayError, Secret};
 
 use crate::client::{HttpClient, OutBody};
-use crate::errors::{describe_transport_error, upstream_error};
+use crate::errors::upstream_error;
+use crate::h1::UpBody;
 
 /// Largest model list read from `GET /models` (OpenRouter's runs to a few hundred kB).
 const MAX_MODELS_BYTES: usize = 16 * 1024 * 1024;
@@ -143,19 +144,19 @@ impl Upstream {
     pub async fn exchange(
         &self,
         req: http::Request<OutBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+    ) -> Result<http::Response<UpBody>, GatewayError> {
+        match tokio::time::timeout(self.timeout, self.client.send(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             // A connect timeout is a timeout too (504), not a broken exchange (502).
-            Ok(Err(e)) if is_timeout(&e) => Err(GatewayError::UpstreamTimeout(format!(
+            Ok(Err(e)) if e.is_timeout() => Err(GatewayError::UpstreamTimeout(format!(
                 "backend `{}`: {}",
                 self.name,
-                describe_transport_error(&e)
+                e.describe()
             ))),
             Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
                 "backend `{}`: {}",
                 self.name,
-                describe_transport_error(&e)
+                e.describe()
             ))),
             Err(_) => Err(GatewayError::UpstreamTimeout(format!(
                 "backend `{}` sent no response within {}s",
@@ -228,20 +229,6 @@ impl Upstream {
     }
 }
 
-/// Whether a transport error was a timeout (the connector's connect timeout).
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// Reads an OpenAI list (`{"data":[{"id":…},…]}`), ignoring every other field.
 fn parse_model_list(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     #[derive(serde::Deserialize)]
@@ -270,6 +257,7 @@ mod tests {
             client: crate::client::build_client(
                 crate::client::Protocol::Http1Only,
                 Duration::from_secs(1),
+                "http://127.0.0.1:9/v1",
             ),
             timeout: Duration::from_secs(5),
         }
