@@ -68,10 +68,16 @@ impl Conn {
     }
 
     /// Whether a request may be sent on it now. It is driven first: a connection the backend
-    /// closed (or wrote to unasked) ends here, and after a body's end a connection needs one
-    /// more turn to say it wants a request.
+    /// closed (or wrote to unasked) ends here, and after a body's end a connection may need
+    /// one more turn to say it wants a request.
     fn reusable(&mut self, cx: &mut Context<'_>) -> bool {
         self.drive(cx) && self.sender.is_ready()
+    }
+
+    /// [`Conn::reusable`] without a turn when it already wants a request: a body that has just
+    /// ended was driven to its end in the same turn.
+    fn reusable_now(&mut self, cx: &mut Context<'_>) -> bool {
+        (self.driver.is_some() && self.sender.is_ready()) || self.reusable(cx)
     }
 }
 
@@ -98,20 +104,19 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The newest idle connection that is still open, if any.
-    fn take(&self, cx: &mut Context<'_>) -> Option<Box<Conn>> {
-        loop {
-            let Idle { mut conn, since } = self.idle().pop_back()?;
-            if since.elapsed() >= IDLE_TIMEOUT {
-                // The newest is too old, so is every other one.
-                let stale = std::mem::take(&mut *self.idle());
-                drop(stale);
-                return None;
-            }
-            if conn.reusable(cx) {
-                return Some(conn);
-            }
+    /// The newest idle connection, if any is younger than the idle timeout. It is not driven
+    /// here (a turn of hyper's state machine for each request): one the backend closed while
+    /// it was idle ends on the exchange's first turn, before the request leaves, and the request
+    /// goes again on a new connection (`send_from`); the sweep drops the rest.
+    fn take(&self) -> Option<Box<Conn>> {
+        let Idle { conn, since } = self.idle().pop_back()?;
+        if since.elapsed() >= IDLE_TIMEOUT {
+            // The newest is too old, so is every other one.
+            let stale = std::mem::take(&mut *self.idle());
+            drop((conn, stale));
+            return None;
         }
+        Some(conn)
     }
 
     fn put(self: &Arc<Self>, conn: Box<Conn>) {
@@ -224,7 +229,7 @@ impl H1Pool {
         req.headers_mut()
             .entry(HOST)
             .or_insert_with(|| self.shared.host.clone());
-        let pooled = poll_fn(|cx| Poll::Ready(self.shared.take(cx))).await;
+        let pooled = self.shared.take();
         self.send_from(pooled, req).await
     }
 
@@ -343,7 +348,7 @@ impl UpBody {
     /// Back to the pool, if the connection can take another request.
     fn release(&mut self, cx: &mut Context<'_>) {
         if let Some(mut lease) = self.lease.take() {
-            if lease.conn.reusable(cx) {
+            if lease.conn.reusable_now(cx) {
                 lease.pool.put(lease.conn);
             }
         }
@@ -598,13 +603,14 @@ mod tests {
             up.close.notify_one();
             // The server has closed its end: the FIN is in the pooled socket by now.
             up.closed.recv().await.expect("closed");
-            if i == 2 {
-                break;
-            }
-            let taken = poll_fn(|cx| Poll::Ready(pool.shared.take(cx))).await;
-            assert!(taken.is_none(), "a closed connection is not handed out");
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+        // Each request after the first met a closed connection and went on a new one; the
+        // backend saw each of them once.
+        for _ in 0..3 {
+            up.requests.recv().await.expect("a request");
+        }
+        assert!(up.requests.try_recv().is_err(), "no request sent twice");
         // The sweep closes the last one, which nobody asked for again.
         assert_eq!(pool.idle_count(), 1);
         pool.shared.sweep();
