@@ -161,25 +161,34 @@ pub fn build_client(protocol: Protocol, connect_timeout: Duration, base: &str) -
     tcp.set_connect_timeout(Some(connect_timeout));
     tcp.set_keepalive(Some(Duration::from_secs(60)));
 
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls_config()).clone())
-        .https_or_http();
-    let https = match protocol {
-        Protocol::Auto => builder.enable_all_versions().wrap_connector(tcp),
-        Protocol::Http1Only => builder.enable_http1().wrap_connector(tcp),
-        Protocol::Http2Only => builder.enable_http2().wrap_connector(tcp),
+    let builder = || {
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls_config()).clone())
+            .https_or_http()
     };
-    // HTTP/2 is only ever negotiated over TLS here (or asked for with `Http2Only`).
+    // HTTP/2 is only ever negotiated over TLS here (or asked for with `Http2Only`). The
+    // scheme is read as the URI parser reads it: `HTTPS://` is HTTPS too.
+    let tls = base
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|uri| uri.scheme() == Some(&http::uri::Scheme::HTTPS));
     let http1 = match protocol {
         Protocol::Http1Only => true,
-        Protocol::Auto => !base.starts_with("https:"),
+        Protocol::Auto => !tls,
         Protocol::Http2Only => false,
     };
     if http1 {
-        if let Some(pool) = H1Pool::new(https.clone(), base) {
+        // It offers only HTTP/1.1, whatever TLS could negotiate.
+        let https = builder().enable_http1().wrap_connector(tcp.clone());
+        if let Some(pool) = H1Pool::new(https, base) {
             return HttpClient::Http1(pool);
         }
     }
+    let https = match protocol {
+        Protocol::Auto => builder().enable_all_versions().wrap_connector(tcp),
+        Protocol::Http1Only => builder().enable_http1().wrap_connector(tcp),
+        Protocol::Http2Only => builder().enable_http2().wrap_connector(tcp),
+    };
     HttpClient::Shared(Box::new(
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(crate::h1::IDLE_TIMEOUT)

@@ -155,7 +155,11 @@ impl Shared {
         let mut idle = self.idle();
         // Connections returned while the lock was free are newer: they stay at the back.
         kept.append(&mut idle);
+        let over = kept.len().saturating_sub(MAX_IDLE);
+        let closed: Vec<Idle> = kept.drain(..over).collect();
         *idle = kept;
+        drop(idle);
+        drop(closed);
     }
 
     fn start_sweeping(self: &Arc<Self>) {
@@ -165,17 +169,31 @@ impl Shared {
         if self.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let shared: Weak<Shared> = Arc::downgrade(self);
+        let sweeper = Sweeper(Arc::downgrade(self));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;
-                match shared.upgrade() {
-                    Some(shared) => shared.sweep(),
+                match sweeper.0.upgrade() {
+                    // Outside the cooperative budget: past it, a closed connection's read
+                    // would say Pending, and it would be kept.
+                    Some(shared) => tokio::task::unconstrained(async { shared.sweep() }).await,
                     // The backend is gone, and with it its idle connections.
                     None => return,
                 }
             }
         });
+    }
+}
+
+/// The sweeping task's hold on its pool. When the task ends, or its runtime drops it, the
+/// next connection returned starts another.
+struct Sweeper(Weak<Shared>);
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.sweeping.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -191,12 +209,14 @@ impl H1Pool {
         let base: Uri = base.parse().ok()?;
         let scheme = base.scheme()?.clone();
         let authority = base.authority()?.clone();
-        let default_port = match scheme.as_str() {
-            "https" => 443,
-            _ => 80,
+        let default_port = if scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
         };
+        // Host and port only: never the user information an `api_url` may carry.
         let host = match authority.port_u16() {
-            Some(port) if port != default_port => authority.as_str().to_owned(),
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
             _ => authority.host().to_owned(),
         };
         let target = Uri::builder()
@@ -226,6 +246,10 @@ impl H1Pool {
     /// head; the body drives the connection as it is read.
     pub async fn send(&self, mut req: Request<OutBody>) -> Result<Response<UpBody>, SendError> {
         origin_form(req.uri_mut());
+        // This pool speaks HTTP/1.1 only (hyper's HTTP/1 encoder refuses other versions).
+        if req.version() != http::Version::HTTP_10 {
+            *req.version_mut() = http::Version::HTTP_11;
+        }
         req.headers_mut()
             .entry(HOST)
             .or_insert_with(|| self.shared.host.clone());
@@ -292,7 +316,11 @@ async fn exchange(
     conn: &mut Conn,
     req: Request<OutBody>,
 ) -> Result<Response<Incoming>, TrySendError<Request<OutBody>>> {
-    let mut answer = pin!(conn.sender.try_send_request(req));
+    // Outside tokio's cooperative budget: with the budget spent, the answer's channel would
+    // say Pending even with the answer in it, and defer the no-op waker below, waking nothing.
+    let mut answer = pin!(tokio::task::unconstrained(
+        conn.sender.try_send_request(req)
+    ));
     poll_fn(|cx| {
         conn.drive(cx);
         // Only the connection, driven here, can complete the answer: it needs no waker of
@@ -686,6 +714,54 @@ mod tests {
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// Spends `burn` units of tokio's cooperative budget before each poll of `inner`.
+    struct Burn<F> {
+        burn: usize,
+        inner: Pin<Box<F>>,
+    }
+
+    impl<F: Future> Future for Burn<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            for _ in 0..self.burn {
+                if pin!(tokio::task::consume_budget()).poll(cx).is_pending() {
+                    break; // spent already
+                }
+            }
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_read_on_the_last_unit_of_budget_is_not_lost() {
+        // The head and the first chunk of an open body arrive in one read: the connection
+        // then waits for the body's reader, and only the answer can move things on.
+        let up = raw(After::Unfinished).await;
+        let pool = pool(&up.base);
+        for burn in 120..128 {
+            let send = pool.send(post(&up.base, "{}"));
+            let started = Instant::now();
+            // A lost wake-up shows as the whole timeout: the timer's poll takes no budget,
+            // and the timeout polls the answer once more before it gives up.
+            let resp = tokio::time::timeout(
+                Duration::from_secs(3),
+                Burn {
+                    burn,
+                    inner: Box::pin(send),
+                },
+            )
+            .await
+            .expect("within the timeout")
+            .expect("sent");
+            assert_eq!(resp.status(), 200);
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the head waited {:?} with {burn} units spent",
+                started.elapsed()
+            );
+        }
+    }
+
     #[tokio::test]
     async fn idle_connections_past_the_idle_timeout_are_closed() {
         let up = raw(After::Stay).await;
@@ -743,6 +819,8 @@ mod tests {
             "https://integrate.api.nvidia.com/v1"
         ));
         assert!(!own(Protocol::Auto, "https://api.openai.com/v1"));
+        // The URI parser reads the scheme without regard to case, and so does this choice.
+        assert!(!own(Protocol::Auto, "HTTPS://api.openai.com/v1"));
         assert!(!own(Protocol::Http2Only, "http://127.0.0.1:8000/v1"));
     }
 
@@ -778,5 +856,8 @@ mod tests {
         );
         assert_eq!(host("https://h:443"), "h");
         assert_eq!(host("https://h:8443/x"), "h:8443");
+        // Never the user information.
+        assert_eq!(host("http://u:tok@nim:8000/v1"), "nim:8000");
+        assert_eq!(host("http://u:tok@nim/v1"), "nim");
     }
 }
