@@ -178,7 +178,7 @@ pub fn build_client(protocol: Protocol, connect_timeout: Duration, base: &str) -
         Protocol::Http2Only => false,
     };
     if http1 {
-        // It offers only HTTP/1.1, whatever TLS could negotiate.
+        // HTTP/1.1 only: hyper-rustls then offers no ALPN, so TLS cannot pick HTTP/2.
         let https = builder().enable_http1().wrap_connector(tcp.clone());
         if let Some(pool) = H1Pool::new(https, base) {
             return HttpClient::Http1(pool);

@@ -782,6 +782,109 @@ mod tests {
         assert_eq!(pool.idle_count(), 0);
     }
 
+    /// A self-signed certificate for `localhost` and 127.0.0.1, valid until 2126, and its key:
+    /// made for this test with `openssl req -x509 -newkey ec` (see `testdata/tls/README.md`).
+    const TEST_CERT: &[u8] = include_bytes!("../testdata/tls/cert.der");
+    const TEST_KEY: &[u8] = include_bytes!("../testdata/tls/key.der");
+
+    #[tokio::test]
+    async fn https_backends_are_spoken_to_over_tls_in_http1_on_one_connection() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::io::{Read as _, Write as _};
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(TEST_CERT.to_vec())],
+                PrivateKeyDer::try_from(TEST_KEY.to_vec()).expect("a PKCS#8 key"),
+            )
+            .expect("the test certificate");
+        // The server would take HTTP/2 if it were offered.
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = Arc::new(server);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (seen_tx, seen) = std::sync::mpsc::channel::<(Option<Vec<u8>>, String)>();
+        // The connection stays open until the test is done with it.
+        let (done, hold) = std::sync::mpsc::channel::<()>();
+        // One connection, served on a plain thread with rustls' blocking stream.
+        std::thread::spawn(move || {
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            let conn = rustls::ServerConnection::new(server).expect("a TLS connection");
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            for _ in 0..2 {
+                let end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tls.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                // Each request has a two-byte body.
+                while buf.len() < end + 2 {
+                    match tls.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..end + 2]).to_string();
+                buf.drain(..end + 2);
+                let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+                let _ = seen_tx.send((alpn, head));
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntls");
+                let _ = tls.flush();
+            }
+            let _ = hold.recv();
+        });
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(TEST_CERT.to_vec()))
+            .expect("the test certificate as a root");
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // As `build_client` makes it, with the test's root instead of the system's.
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let base = format!("https://localhost:{port}/v1");
+        let pool = H1Pool::new(connector, &base).expect("a pool");
+        for _ in 0..2 {
+            let (status, body) = read(pool.send(post(&base, "{}")).await.expect("sent")).await;
+            assert_eq!((status, &body[..]), (200, &b"tls"[..]));
+        }
+        assert_eq!(pool.idle_count(), 1, "one TLS connection, kept");
+        for _ in 0..2 {
+            let (alpn, head) = seen.recv().expect("a request over TLS");
+            // hyper-rustls offers no ALPN at all for HTTP/1.1 only: the server cannot pick h2.
+            assert_eq!(alpn, None, "no protocol negotiated");
+            assert!(
+                head.starts_with("POST /v1/chat/completions?x=1 HTTP/1.1\r\n"),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("host: localhost:{port}\r\n")),
+                "{head}"
+            );
+        }
+        drop(done);
+    }
+
     #[tokio::test]
     async fn no_listener_is_a_connect_error() {
         let port = {
