@@ -209,17 +209,9 @@ impl Anthropic {
         let catalogue = self.discovers().then(|| self.catalogue.clone());
         tokio::spawn(async move {
             let fetch = models::fetch(&upstream, &defaults);
-            let fetched = match &catalogue {
-                Some(catalogue) => catalogue.fill(fetch).await,
-                None => fetch.await.map(drop),
-            };
-            match fetched {
-                Ok(()) => health.passed(),
-                Err(e) => {
-                    tracing::warn!(backend = %upstream.name, error = %e, "health check failed");
-                    health.failed(&e);
-                }
-            }
+            health
+                .run(&upstream.name, catalogue.as_deref(), fetch)
+                .await;
         });
     }
 }

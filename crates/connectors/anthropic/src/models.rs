@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(second, ["m1"], "served from the cache");
 
         let stale = Catalogue::new(Duration::from_millis(1));
-        stale.offer(vec!["old".to_owned()]).await;
+        stale
+            .fill(async { Ok(vec!["old".to_owned()]) })
+            .await
+            .expect("kept");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let after_failure = stale
             .get_with("b", &health, || async {

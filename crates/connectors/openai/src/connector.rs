@@ -251,17 +251,9 @@ impl OpenAiCompatible {
         let catalogue = self.discovers().then(|| self.catalogue.clone());
         tokio::spawn(async move {
             let fetch = upstream.fetch_models();
-            let fetched = match &catalogue {
-                Some(catalogue) => catalogue.fill(fetch).await,
-                None => fetch.await.map(drop),
-            };
-            match fetched {
-                Ok(()) => health.passed(),
-                Err(e) => {
-                    tracing::warn!(backend = %upstream.name, error = %e, "health check failed");
-                    health.failed(&e);
-                }
-            }
+            health
+                .run(&upstream.name, catalogue.as_deref(), fetch)
+                .await;
         });
     }
 }

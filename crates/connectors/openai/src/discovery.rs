@@ -87,11 +87,6 @@ impl Catalogue {
         }
     }
 
-    /// Keeps a list fetched elsewhere, so discovery need not ask again.
-    pub async fn offer(&self, models: Vec<String>) {
-        Self::keep(&mut *self.state.lock().await, models);
-    }
-
     /// Fetches (the health check's list) with the cache held, so a discovery meanwhile waits
     /// for this list instead of asking the upstream a second time; keeps it if it came.
     pub async fn fill<Fut>(&self, fetch: Fut) -> Result<(), GatewayError>
@@ -123,6 +118,25 @@ pub struct Health {
 }
 
 impl Health {
+    /// Runs the check with `fetch` (the backend's model list) and records what it found.
+    /// With `catalogue` (discovery on) the list fills it, with the cache held meanwhile.
+    pub async fn run<Fut>(&self, backend: &str, catalogue: Option<&Catalogue>, fetch: Fut)
+    where
+        Fut: Future<Output = Result<Vec<String>, GatewayError>>,
+    {
+        let fetched = match catalogue {
+            Some(catalogue) => catalogue.fill(fetch).await,
+            None => fetch.await.map(drop),
+        };
+        match fetched {
+            Ok(()) => self.passed(),
+            Err(e) => {
+                tracing::warn!(backend = %backend, error = %e, "health check failed");
+                self.failed(&e);
+            }
+        }
+    }
+
     pub fn new(enabled: bool) -> Self {
         Health {
             enabled,
