@@ -57,6 +57,10 @@ impl http_body::Body for Body {
                 let polled = Pin::new(&mut forwarded.body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None) => forwarded.outcome.completed = true,
+                    // The last frame: the server asks for no more once the body says so.
+                    Poll::Ready(Some(Ok(_))) if forwarded.body.is_end_stream() => {
+                        forwarded.outcome.completed = true;
+                    }
                     Poll::Ready(Some(Err(_))) => {
                         forwarded.outcome.error = Some("stream_broken");
                         forwarded.outcome.completed = true;

@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -46,7 +45,7 @@ pub enum SendError {
     /// No connection could be opened.
     Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The connection failed, or closed, before the head arrived.
-    Exchange(hyper::Error),
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
     /// hyper-util's client failed (either of the above).
     Shared(hyper_util::client::legacy::Error),
 }
@@ -69,7 +68,7 @@ impl SendError {
     fn inner(&self) -> &(dyn std::error::Error + 'static) {
         match self {
             SendError::Connect(e) => e.as_ref(),
-            SendError::Exchange(e) => e,
+            SendError::Exchange(e) => e.as_ref(),
             SendError::Shared(e) => e,
         }
     }
@@ -100,13 +99,14 @@ impl std::fmt::Display for SendError {
 /// A request body sent upstream: whole (every routed request, built by tollgate), or streamed
 /// from the client as it arrives (a pass-through request, never read by tollgate).
 pub enum OutBody {
-    Full(Full<Bytes>),
+    /// `None` once sent.
+    Full(Option<Bytes>),
     Stream(tollgate_core::ForwardBody),
 }
 
 impl From<Bytes> for OutBody {
     fn from(bytes: Bytes) -> Self {
-        OutBody::Full(Full::new(bytes))
+        OutBody::Full(Some(bytes))
     }
 }
 
@@ -119,23 +119,27 @@ impl http_body::Body for OutBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            OutBody::Full(full) => std::pin::Pin::new(full)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            OutBody::Full(full) => std::task::Poll::Ready(
+                full.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(http_body::Frame::data(b))),
+            ),
             OutBody::Stream(body) => std::pin::Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            OutBody::Full(full) => full.is_end_stream(),
+            OutBody::Full(full) => full.as_ref().is_none_or(Bytes::is_empty),
             OutBody::Stream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            OutBody::Full(full) => full.size_hint(),
+            OutBody::Full(full) => {
+                http_body::SizeHint::with_exact(full.as_ref().map_or(0, |b| b.len() as u64))
+            }
             OutBody::Stream(body) => body.size_hint(),
         }
     }

@@ -1,19 +1,23 @@
 //! tollgate's own HTTP/1.1 connection pool, for the backends that speak only HTTP/1.1: those
 //! configured so (NIM), and every plain `http://` backend, where nothing negotiates HTTP/2.
 //!
-//! A connection is driven by the request that holds it. The exchange's future polls hyper's
-//! connection itself while it waits for the response head, and the response body ([`UpBody`])
-//! polls it again on every read; once the body has been read to its end the connection goes
-//! back to the pool, ready for the next request. No task is spawned per connection or per
-//! request, and an upstream read wakes the one task that writes its bytes to the client,
-//! instead of the connection's task which then wakes the client's.
+//! A connection is read and written by the request that holds it, in HTTP/1.1 of the pool's
+//! own ([`crate::wire`]). The exchange writes the request (head and a whole body in one write)
+//! and reads until the response head is in; the response body ([`UpBody`]) reads the rest as
+//! it is read itself, and at its end the connection goes back to the pool, ready for the next
+//! request. No task is spawned per connection or per request, no channel stands between the
+//! socket and the body, and an upstream read wakes the one task that writes its bytes to the
+//! client.
 //!
 //! Semantics, kept from hyper-util's pool that the other backends use:
 //! - the most recently returned idle connection is used first;
 //! - a connection idle for [`IDLE_TIMEOUT`] is closed, and at most [`MAX_IDLE`] are kept;
 //!   a sweep every [`SWEEP_EVERY`] also closes those the backend closed while they were idle;
-//! - a request refused by a pooled connection that had closed before the request left is sent
-//!   again on a new connection (it never reached the backend);
+//! - a pooled connection the backend closed while it was idle is not used (the check costs no
+//!   system call); a request refused before a byte of it left is sent again, once, on a new
+//!   connection (it never reached the backend);
+//! - a pass-through upload the backend answers before its end is not sent further, and its
+//!   connection closes after the answer;
 //! - an answer whose body is dropped unread, or that says `connection: close`, closes its
 //!   connection.
 
@@ -29,15 +33,17 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, TrySendError};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::client::{OutBody, SendError};
+use crate::wire::{self, WireError};
 
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+/// The socket, in tokio's I/O traits (the connector hands out hyper's).
+type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
 
 /// An idle connection older than this is closed (hyper-util's pool uses the same 90 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -46,38 +52,105 @@ pub const MAX_IDLE: usize = 1024;
 /// How often idle connections are looked at without traffic.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// One HTTP/1.1 connection: the handle requests are sent with, and hyper's connection state
-/// machine, polled by whoever holds the two.
+/// Bytes a connection reads at a time at first.
+const READ_BUF: usize = 8 * 1024;
+/// The most it grows to for a long body (and for a long head, up to [`wire::MAX_HEAD`]).
+const MAX_READ_BUF: usize = 64 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One HTTP/1.1 connection: the socket, and what was read from it but not yet used.
 struct Conn {
-    sender: http1::SendRequest<OutBody>,
-    /// `None` once the connection future has completed (closed or failed): it is dropped
-    /// then, which answers a request still queued in it (one that never left) with itself,
-    /// and the connection cannot be reused.
-    driver: Option<http1::Connection<Io, OutBody>>,
+    io: Io,
+    /// Always initialized (`unsafe` is not used): bytes `start..end` are read and unused.
+    rbuf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Reads in a row that filled the buffer: a long body, read in larger pieces.
+    full_reads: u8,
+    /// The request being written.
+    wbuf: Vec<u8>,
 }
 
 impl Conn {
-    /// Lets the connection read and write what it can; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(driver) = &mut self.driver {
-            if Pin::new(driver).poll(cx).is_ready() {
-                self.driver = None;
+    fn new(io: Io) -> Conn {
+        Conn {
+            io,
+            rbuf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            full_reads: 0,
+            wbuf: Vec::new(),
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.rbuf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes in: `Ready(Ok(0))` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.start == self.end && self.full_reads >= 2 && self.rbuf.len() < MAX_READ_BUF {
+            self.rbuf.resize(self.rbuf.len() * 2, 0);
+            self.full_reads = 0;
+        }
+        if self.end == self.rbuf.len() {
+            if self.start > 0 {
+                self.rbuf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // A head longer than the buffer (the head's own limit ends it).
+                let grown = (self.rbuf.len() * 2).min(wire::MAX_HEAD + READ_BUF);
+                self.rbuf.resize(grown.max(self.rbuf.len() + 1), 0);
             }
         }
-        self.driver.is_some()
+        let space = self.rbuf.len() - self.end;
+        let mut buf = tokio::io::ReadBuf::new(&mut self.rbuf[self.end..]);
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.end += n;
+        self.full_reads = if n == space {
+            self.full_reads.saturating_add(1)
+        } else {
+            0
+        };
+        Poll::Ready(Ok(n))
     }
 
-    /// Whether a request may be sent on it now. It is driven first: a connection the backend
-    /// closed (or wrote to unasked) ends here, and after a body's end a connection may need
-    /// one more turn to say it wants a request.
-    fn reusable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx) && self.sender.is_ready()
+    /// Whether an idle connection may still carry a request: the backend has neither closed
+    /// it nor written to it unasked. Costs no system call when nothing has arrived (tokio
+    /// knows the socket is not readable).
+    fn alive(&mut self) -> bool {
+        if self.start != self.end {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        // Outside the cooperative budget: with it spent, every read would say Pending.
+        let mut probe = pin!(tokio::task::unconstrained(poll_fn(|cx| Poll::Ready(
+            self.poll_fill(cx)
+        ))));
+        matches!(probe.as_mut().poll(&mut cx), Poll::Ready(Poll::Pending))
     }
 
-    /// [`Conn::reusable`] without a turn when it already wants a request: a body that has just
-    /// ended was driven to its end in the same turn.
-    fn reusable_now(&mut self, cx: &mut Context<'_>) -> bool {
-        (self.driver.is_some() && self.sender.is_ready()) || self.reusable(cx)
+    /// Goes back to the pool's size while idle.
+    fn shrink(&mut self) {
+        if self.rbuf.len() > READ_BUF {
+            self.rbuf.truncate(READ_BUF);
+            self.rbuf.shrink_to_fit();
+        }
+        self.full_reads = 0;
+        if self.wbuf.capacity() > READ_BUF {
+            self.wbuf = Vec::new();
+        }
     }
 }
 
@@ -104,10 +177,8 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The newest idle connection, if any is younger than the idle timeout. It is not driven
-    /// here (a turn of hyper's state machine for each request): one the backend closed while
-    /// it was idle ends on the exchange's first turn, before the request leaves, and the request
-    /// goes again on a new connection (`send_from`); the sweep drops the rest.
+    /// The newest idle connection, if any is younger than the idle timeout. `send_from` checks
+    /// it is still open before it writes; the sweep drops the rest of those the backend closed.
     fn take(&self) -> Option<Box<Conn>> {
         let Idle { conn, since } = self.idle().pop_back()?;
         if since.elapsed() >= IDLE_TIMEOUT {
@@ -119,7 +190,8 @@ impl Shared {
         Some(conn)
     }
 
-    fn put(self: &Arc<Self>, conn: Box<Conn>) {
+    fn put(self: &Arc<Self>, mut conn: Box<Conn>) {
+        conn.shrink();
         let now = Instant::now();
         let closed = {
             let mut idle = self.idle();
@@ -143,12 +215,11 @@ impl Shared {
     /// Closes the idle connections that are too old or that the backend closed.
     fn sweep(&self) {
         let now = Instant::now();
-        let mut cx = Context::from_waker(Waker::noop());
         let held = std::mem::take(&mut *self.idle());
         let mut kept = VecDeque::with_capacity(held.len());
         for mut idle in held {
             // An idle connection only reads: a close (or stray bytes) ends it.
-            if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.reusable(&mut cx) {
+            if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.alive() {
                 kept.push_back(idle);
             }
         }
@@ -243,13 +314,8 @@ impl H1Pool {
     }
 
     /// Sends `req` (an absolute URI below the backend's base) and resolves with the response
-    /// head; the body drives the connection as it is read.
+    /// head; the body reads the rest from the connection as it is read itself.
     pub async fn send(&self, mut req: Request<OutBody>) -> Result<Response<UpBody>, SendError> {
-        origin_form(req.uri_mut());
-        // This pool speaks HTTP/1.1 only (hyper's HTTP/1 encoder refuses other versions).
-        if req.version() != http::Version::HTTP_10 {
-            *req.version_mut() = http::Version::HTTP_11;
-        }
         req.headers_mut()
             .entry(HOST)
             .or_insert_with(|| self.shared.host.clone());
@@ -261,31 +327,38 @@ impl H1Pool {
     async fn send_from(
         &self,
         mut pooled: Option<Box<Conn>>,
-        mut req: Request<OutBody>,
+        req: Request<OutBody>,
     ) -> Result<Response<UpBody>, SendError> {
+        // An idle connection the backend closed (or wrote to unasked) is not used: the request
+        // goes on the next one, or a new one.
+        let mut conn = loop {
+            match pooled.take() {
+                Some(mut conn) => {
+                    if conn.alive() {
+                        break Some(conn);
+                    }
+                    pooled = self.shared.take();
+                }
+                None => break None,
+            }
+        };
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
         loop {
-            let reused = pooled.is_some();
-            let mut conn = match pooled.take() {
-                Some(conn) => conn,
+            let reused = conn.is_some();
+            let mut c = match conn.take() {
+                Some(c) => c,
                 None => self.connect().await?,
             };
-            match exchange(&mut conn, req).await {
-                Ok(resp) => {
-                    let lease = Lease {
-                        conn,
-                        pool: self.shared.clone(),
-                    };
-                    return Ok(resp.map(|incoming| UpBody {
-                        incoming: Some(incoming),
-                        lease: Some(lease),
-                    }));
+            match exchange(&mut c, &parts, &mut body).await {
+                Ok((head, sent)) => {
+                    let keep = head.keep_alive && sent && !wire::has_token(&parts.headers, "close");
+                    return Ok(UpBody::own(c, head, keep, &self.shared));
                 }
-                Err(mut refused) => match refused.take_message() {
-                    // The pooled connection had closed before the request left: it never
-                    // reached the backend, so it goes again on a new connection.
-                    Some(back) if reused => req = back,
-                    _ => return Err(SendError::Exchange(refused.into_error())),
-                },
+                // Refused before a byte of it left (the backend closed the connection as the
+                // request was taken): it goes again, once, on a new connection.
+                Err(Failed::Unsent(_)) if reused && body.is_some() => {}
+                Err(Failed::Unsent(e) | Failed::Broken(e)) => return Err(SendError::Exchange(e)),
             }
         }
     }
@@ -300,66 +373,290 @@ impl H1Pool {
             .call(self.shared.target.clone())
             .await
             .map_err(SendError::Connect)?;
-        let (sender, driver) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(SendError::Exchange)?;
-        Ok(Box::new(Conn {
-            sender,
-            driver: Some(driver),
-        }))
+        Ok(Box::new(Conn::new(TokioIo::new(io))))
     }
 }
 
-/// Sends on `conn` and drives it until the response head is in.
+/// Why an exchange got no response head.
+enum Failed {
+    /// Nothing of the request was written: it may go again.
+    Unsent(BoxError),
+    Broken(BoxError),
+}
+
+/// The request body, as the exchange writes it.
+enum Out {
+    /// Written whole already (it is in the write buffer with the head).
+    Done,
+    /// `content-length` bytes still to come from the body.
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the request on `conn` and reads until the response head is in; says whether the
+/// whole request was written. `body` is taken once a byte of the request has left.
 async fn exchange(
     conn: &mut Conn,
-    req: Request<OutBody>,
-) -> Result<Response<Incoming>, TrySendError<Request<OutBody>>> {
-    // Outside tokio's cooperative budget: with the budget spent, the answer's channel would
-    // say Pending even with the answer in it, and defer the no-op waker below, waking nothing.
-    let mut answer = pin!(tokio::task::unconstrained(
-        conn.sender.try_send_request(req)
-    ));
-    poll_fn(|cx| {
-        conn.drive(cx);
-        // Only the connection, driven here, can complete the answer: it needs no waker of
-        // its own (a real one would wake this task once more for nothing).
-        answer
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-    })
-    .await
-}
-
-/// `http://host/path?q` → `/path?q`, as HTTP/1.1 sends it to an origin server.
-fn origin_form(uri: &mut Uri) {
-    let Some(path) = uri.path_and_query() else {
-        *uri = Uri::from_static("/");
-        return;
+    parts: &http::request::Parts,
+    body: &mut Option<OutBody>,
+) -> Result<(wire::Head, bool), Failed> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let out_body = body.take().expect("a body to send");
+    let len = http_body::Body::size_hint(&out_body).exact();
+    conn.wbuf.clear();
+    let sending = wire::encode_head(&mut conn.wbuf, &parts.method, path, &parts.headers, len)
+        .map_err(|e| Failed::Broken(Box::new(e)))?;
+    let mut out = match (sending, &out_body) {
+        (wire::Sending::Length(n), OutBody::Full(bytes)) => {
+            let bytes = bytes.as_deref().unwrap_or_default();
+            if bytes.len() as u64 != n {
+                return Err(Failed::Broken(Box::new(wire::WireError(
+                    "a request's content-length is not its body's length",
+                ))));
+            }
+            conn.wbuf.extend_from_slice(bytes);
+            Out::Done
+        }
+        (wire::Sending::Chunked, OutBody::Full(bytes)) => {
+            let bytes = bytes.as_deref().unwrap_or_default();
+            if !bytes.is_empty() {
+                wire::chunk_head(&mut conn.wbuf, bytes.len());
+                conn.wbuf.extend_from_slice(bytes);
+                conn.wbuf.extend_from_slice(b"\r\n");
+            }
+            conn.wbuf.extend_from_slice(wire::LAST_CHUNK);
+            Out::Done
+        }
+        (wire::Sending::Length(0), OutBody::Stream(_)) => Out::Done,
+        (wire::Sending::Length(n), OutBody::Stream(_)) => Out::Length(n),
+        (wire::Sending::Chunked, OutBody::Stream(_)) => Out::Chunked,
     };
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path.clone());
-    *uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+    let mut streaming = !matches!(out, Out::Done);
+    let mut out_body = Some(out_body);
+    let mut written = 0usize;
+    let mut wrote_any = false;
+    let mut flushed = false;
+    let mut write_failed: Option<BoxError> = None;
+    let result = poll_fn(|cx| {
+        // The write side: what is buffered, then the body's next frame, until the socket or
+        // the body says Pending. A failed write does not end the exchange: a backend may have
+        // answered (say, 413) and closed before it read the whole request.
+        while write_failed.is_none() {
+            if written < conn.wbuf.len() {
+                match Pin::new(&mut conn.io).poll_write(cx, &conn.wbuf[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        write_failed = Some(Box::new(std::io::Error::from(
+                            std::io::ErrorKind::WriteZero,
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        wrote_any = true;
+                        flushed = false;
+                    }
+                    Poll::Ready(Err(e)) => write_failed = Some(Box::new(e)),
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            if !flushed {
+                match Pin::new(&mut conn.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => flushed = true,
+                    Poll::Ready(Err(e)) => write_failed = Some(Box::new(e)),
+                    Poll::Pending => break,
+                }
+                continue;
+            }
+            if !streaming {
+                break;
+            }
+            let Some(OutBody::Stream(stream)) = out_body.as_mut() else {
+                break;
+            };
+            match http_body::Body::poll_frame(Pin::new(stream), cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not sent
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    conn.wbuf.clear();
+                    written = 0;
+                    match &mut out {
+                        Out::Length(left) => {
+                            if data.len() as u64 > *left {
+                                return Poll::Ready(Err(BoxError::from(wire::WireError(
+                                    "the request body is longer than its content-length",
+                                ))));
+                            }
+                            *left -= data.len() as u64;
+                            conn.wbuf.extend_from_slice(&data);
+                            streaming = *left > 0;
+                        }
+                        Out::Chunked => {
+                            wire::chunk_head(&mut conn.wbuf, data.len());
+                            conn.wbuf.extend_from_slice(&data);
+                            conn.wbuf.extend_from_slice(b"\r\n");
+                        }
+                        Out::Done => {}
+                    }
+                }
+                // The client's upload broke: the backend must not take it as whole.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    streaming = false;
+                    conn.wbuf.clear();
+                    written = 0;
+                    match out {
+                        Out::Chunked => conn.wbuf.extend_from_slice(wire::LAST_CHUNK),
+                        Out::Length(left) if left > 0 => {
+                            return Poll::Ready(Err(BoxError::from(wire::WireError(
+                                "the request body is shorter than its content-length",
+                            ))));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // The read side: the head, past any interim answers.
+        loop {
+            match wire::parse_head(conn.filled(), &parts.method) {
+                Ok(wire::Parsed::Head(head, n)) => {
+                    conn.consume(n);
+                    let sent = !streaming
+                        && written == conn.wbuf.len()
+                        && flushed
+                        && write_failed.is_none();
+                    return Poll::Ready(Ok((head, sent)));
+                }
+                Ok(wire::Parsed::Interim(n)) => {
+                    conn.consume(n);
+                    continue;
+                }
+                Ok(wire::Parsed::Partial) => {}
+                Err(e) => return Poll::Ready(Err(Box::new(e) as BoxError)),
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(write_failed.take().unwrap_or_else(|| {
+                        Box::new(wire::WireError(
+                            "the upstream closed the connection before its answer's head",
+                        ))
+                    })));
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(write_failed.take().unwrap_or_else(|| Box::new(e))));
+                }
+                // A socket that failed a write with nothing yet to read will not answer.
+                Poll::Pending if write_failed.is_some() && !wrote_any => {
+                    return Poll::Ready(Err(write_failed.take().expect("failed")));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(answer) => Ok(answer),
+        // Not a byte of it left: the body is put back, whole, for a resend.
+        Err(e) if !wrote_any => {
+            *body = out_body;
+            Err(Failed::Unsent(e))
+        }
+        Err(e) => Err(Failed::Broken(e)),
+    }
 }
 
-struct Lease {
-    conn: Box<Conn>,
+/// How much of the response body is still to be read.
+enum Reading {
+    Length(u64),
+    Chunked(wire::Chunked),
+    UntilClose,
+}
+
+/// A response body read on tollgate's own pool: the connection is held until the body's end.
+struct Own {
+    /// `None` once the body has ended (the connection back in the pool, or closed).
+    conn: Option<Box<Conn>>,
+    reading: Reading,
+    /// Whether the connection may carry another request after this body.
+    keep: bool,
     pool: Arc<Shared>,
 }
 
-/// A response body from an upstream. On tollgate's own pool it carries the connection, drives
-/// it as it is read, and returns it to the pool at its end.
+impl Own {
+    /// Takes what the buffer holds of the body, as one piece; whether the body has ended.
+    fn take_buffered(&mut self, keep_data: bool) -> Result<(Option<Bytes>, bool), WireError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok((None, true));
+        };
+        let filled = conn.filled();
+        let (data, used, ended) = match &mut self.reading {
+            Reading::Length(left) => {
+                let n = filled
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let data = (keep_data && n > 0).then(|| Bytes::copy_from_slice(&filled[..n]));
+                *left -= n as u64;
+                (data, n, *left == 0)
+            }
+            Reading::UntilClose => {
+                let data =
+                    (keep_data && !filled.is_empty()).then(|| Bytes::copy_from_slice(filled));
+                (data, filled.len(), false)
+            }
+            Reading::Chunked(decoder) => {
+                // Every chunk already read goes out as one piece: a burst of events read at
+                // once is written to the client at once.
+                let mut data = Vec::new();
+                let most = filled.len();
+                let used = decoder.decode(filled, |piece| {
+                    if keep_data {
+                        if data.capacity() == 0 {
+                            data.reserve_exact(most);
+                        }
+                        data.extend_from_slice(piece);
+                    }
+                })?;
+                let data = (!data.is_empty()).then(|| Bytes::from(data));
+                (data, used, decoder.is_done())
+            }
+        };
+        conn.consume(used);
+        Ok((data, ended))
+    }
+
+    /// The body has ended: the connection goes back to the pool if it can carry another
+    /// request (nothing unasked for read after the body), or closes.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep && conn.start == conn.end {
+                self.pool.put(conn);
+            }
+        }
+    }
+}
+
+/// A response body from an upstream. On tollgate's own pool it reads from the connection it
+/// holds, and returns the connection to the pool at its end.
 pub struct UpBody {
-    /// `None` only while it is dropped.
-    incoming: Option<Incoming>,
-    lease: Option<Lease>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// From hyper-util's pool, which drives its connections itself.
+    Plain(Incoming),
+    Own(Own),
 }
 
 impl std::fmt::Debug for UpBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpBody")
-            .field("pooled", &self.lease.is_some())
+            .field("pooled", &matches!(self.kind, Kind::Own(_)))
             .finish_non_exhaustive()
     }
 }
@@ -368,75 +665,129 @@ impl UpBody {
     /// A body whose connection is driven elsewhere (hyper-util's pool).
     pub fn plain(incoming: Incoming) -> UpBody {
         UpBody {
-            incoming: Some(incoming),
-            lease: None,
+            kind: Kind::Plain(incoming),
         }
     }
 
-    /// Back to the pool, if the connection can take another request.
-    fn release(&mut self, cx: &mut Context<'_>) {
-        if let Some(mut lease) = self.lease.take() {
-            if lease.conn.reusable_now(cx) {
-                lease.pool.put(lease.conn);
-            }
+    /// The answer to a request sent on `conn`, whose head is `head`.
+    fn own(conn: Box<Conn>, head: wire::Head, keep: bool, pool: &Arc<Shared>) -> Response<UpBody> {
+        let reading = match head.framing {
+            wire::Framing::Empty => Reading::Length(0),
+            wire::Framing::Length(n) => Reading::Length(n),
+            wire::Framing::Chunked => Reading::Chunked(wire::Chunked::default()),
+            wire::Framing::UntilClose => Reading::UntilClose,
+        };
+        let mut own = Own {
+            conn: Some(conn),
+            reading,
+            keep,
+            pool: pool.clone(),
+        };
+        if matches!(own.reading, Reading::Length(0)) {
+            own.finish();
         }
+        head.response.map(|()| UpBody {
+            kind: Kind::Own(own),
+        })
     }
 }
 
 impl http_body::Body for UpBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let Some(incoming) = &mut this.incoming else {
-            return Poll::Ready(None);
-        };
-        let Some(lease) = &mut this.lease else {
-            return Pin::new(incoming).poll_frame(cx);
-        };
-        if !lease.conn.drive(cx) {
-            // Closed: what it read is in the body already.
-            this.lease = None;
-            return Pin::new(incoming).poll_frame(cx);
-        }
-        // Only the connection, just driven with this task's waker, feeds the body.
-        let frame = Pin::new(incoming).poll_frame(&mut Context::from_waker(Waker::noop()));
-        match frame {
-            Poll::Ready(None) => {
-                this.release(cx);
-                Poll::Ready(None)
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let own = match &mut self.get_mut().kind {
+            Kind::Plain(incoming) => {
+                return Pin::new(incoming)
+                    .poll_frame(cx)
+                    .map_err(|e| Box::new(e) as BoxError)
             }
-            other => other,
+            Kind::Own(own) => own,
+        };
+        loop {
+            let (data, ended) = match own.take_buffered(true) {
+                Ok(taken) => taken,
+                Err(e) => {
+                    own.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            };
+            if ended {
+                own.finish();
+            }
+            if let Some(data) = data {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            if ended {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = own.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(own.reading, Reading::UntilClose) => {
+                    own.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    own.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(WireError(
+                        "the upstream closed the connection before the body's end",
+                    )))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    own.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.incoming.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.kind {
+            Kind::Plain(incoming) => incoming.is_end_stream(),
+            Kind::Own(own) => own.conn.is_none(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.incoming
-            .as_ref()
-            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.kind {
+            Kind::Plain(incoming) => incoming.size_hint(),
+            Kind::Own(own) => match (&own.conn, &own.reading) {
+                (None, _) => http_body::SizeHint::with_exact(0),
+                (Some(_), Reading::Length(n)) => http_body::SizeHint::with_exact(*n),
+                (Some(_), Reading::Chunked(decoder)) => {
+                    let mut hint = http_body::SizeHint::new();
+                    hint.set_lower(decoder.in_chunk());
+                    hint
+                }
+                (Some(_), Reading::UntilClose) => http_body::SizeHint::new(),
+            },
+        }
     }
 }
 
 impl Drop for UpBody {
     fn drop(&mut self) {
-        if self.lease.is_none() {
+        let Kind::Own(own) = &mut self.kind else {
+            return;
+        };
+        if own.conn.is_none() {
             return;
         }
         // Not read to its end: a stream's reader stops at `[DONE]`, before the chunked body's
-        // last, empty chunk. Without its reader hyper reads what is left of the body if that
-        // is already here, and then the connection is good for another request; if it is not
-        // (a client that went away mid-stream), the connection closes and the backend sees
-        // the cancel.
-        drop(self.incoming.take());
-        self.release(&mut Context::from_waker(Waker::noop()));
+        // last, empty chunk. If the rest of the body is here already, the connection is good
+        // for another request; if it is not (a client that went away mid-stream), the
+        // connection closes and the backend sees the cancel.
+        match own.take_buffered(false) {
+            Ok((_, true)) => own.finish(),
+            _ => own.conn = None,
+        }
     }
 }
 
@@ -574,6 +925,269 @@ mod tests {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, body)
+    }
+
+    /// A server for one connection at a time: it reads a request (to the end of its body,
+    /// by length or chunked), hands its bytes to `seen`, and writes `answer`; it closes after
+    /// the answer when `close`, and stops reading the request early when `early`.
+    struct Scripted {
+        base: String,
+        seen: mpsc::UnboundedReceiver<Vec<u8>>,
+        accepted: Arc<AtomicUsize>,
+    }
+
+    async fn scripted(answer: &'static [u8], close: bool, early: bool) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let (tx, seen) = mpsc::unbounded_channel();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        let done = |buf: &[u8]| {
+                            let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                return false;
+                            };
+                            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                            if early {
+                                return true;
+                            }
+                            if head.contains("transfer-encoding: chunked") {
+                                return buf.ends_with(b"\r\n0\r\n\r\n")
+                                    || buf[i + 4..].starts_with(b"0\r\n\r\n");
+                            }
+                            let len = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            buf.len() >= i + 4 + len
+                        };
+                        while !done(&buf) {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let _ = tx.send(buf);
+                        if sock.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted {
+            base,
+            seen,
+            accepted,
+        }
+    }
+
+    /// A streamed request body (as a pass-through sends), from these pieces; with no length
+    /// known unless `len`.
+    fn streamed(base: &str, pieces: Vec<&'static str>, len: Option<usize>) -> Request<OutBody> {
+        use http_body_util::BodyExt as _;
+        let frames = pieces
+            .into_iter()
+            .map(|p| Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(p.as_bytes()))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut req = Request::new(OutBody::Stream(body.boxed_unsync()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = format!("{base}/files").parse().expect("uri");
+        if let Some(len) = len {
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn streamed_uploads_go_chunked_or_by_their_length() {
+        let mut up = scripted(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            false,
+        )
+        .await;
+        let pool = pool(&up.base);
+        let resp = pool
+            .send(streamed(&up.base, vec!["hello", "", " world"], None))
+            .await
+            .expect("sent");
+        assert_eq!(read(resp).await, (200, Bytes::from_static(b"ok")));
+        let sent = String::from_utf8(up.seen.recv().await.expect("a request")).expect("utf-8");
+        assert!(
+            sent.starts_with("POST /v1/files HTTP/1.1\r\nhost: 127.0.0.1:"),
+            "{sent}"
+        );
+        assert!(
+            sent.ends_with(
+                "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            ),
+            "{sent:?}"
+        );
+        let resp = pool
+            .send(streamed(&up.base, vec!["abc", "de"], Some(5)))
+            .await
+            .expect("sent");
+        assert_eq!(read(resp).await.0, 200);
+        let sent = String::from_utf8(up.seen.recv().await.expect("a request")).expect("utf-8");
+        assert!(sent.ends_with("content-length: 5\r\n\r\nabcde"), "{sent:?}");
+        assert!(!sent.contains("transfer-encoding"), "{sent:?}");
+        // Both on one connection, which is idle again.
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+        // A body longer than the length it claims never reaches the backend whole.
+        let e = pool.send(streamed(&up.base, vec!["abcdef"], Some(5))).await;
+        assert!(e.is_err(), "{e:?}");
+    }
+
+    /// A body that never ends: the upload a backend answers without reading.
+    struct Endless;
+
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![
+                b'x';
+                16 * 1024
+            ])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_upload_ends_closes_the_connection_after_it() {
+        use http_body_util::BodyExt as _;
+        let up = scripted(
+            b"HTTP/1.1 413 Too Large\r\ncontent-length: 3\r\n\r\nbig",
+            false,
+            true,
+        )
+        .await;
+        let pool = pool(&up.base);
+        let mut req = Request::new(OutBody::Stream(Endless.boxed_unsync()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = format!("{}/files", up.base).parse().expect("uri");
+        let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(req))
+            .await
+            .expect("answered while uploading")
+            .expect("sent");
+        assert_eq!(read(resp).await, (413, Bytes::from_static(b"big")));
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "the rest of the upload was not sent: not reusable"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_without_a_length_run_to_the_close_and_interim_answers_are_skipped() {
+        let up = scripted(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nx-a: 1\r\n\r\nto the end",
+            true,
+            false,
+        )
+        .await;
+        let pool = pool(&up.base);
+        let resp = pool.send(post(&up.base, "{}")).await.expect("sent");
+        assert_eq!(resp.headers()["x-a"], "1");
+        assert_eq!(read(resp).await, (200, Bytes::from_static(b"to the end")));
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn broken_bodies_are_errors_not_ends() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let up = scripted(answer, true, false).await;
+            let pool = pool(&up.base);
+            let resp = pool.send(post(&up.base, "{}")).await.expect("a head");
+            let got = resp.into_body().collect().await;
+            assert!(got.is_err(), "{}", String::from_utf8_lossy(answer));
+            assert_eq!(pool.idle_count(), 0);
+        }
+        let up = scripted(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", true, false).await;
+        let e = pool(&up.base)
+            .send(post(&up.base, "{}"))
+            .await
+            .expect_err("no head");
+        assert!(e.describe().contains("content-length"), "{}", e.describe());
+        let up = scripted(b"", true, false).await;
+        let e = pool(&up.base)
+            .send(post(&up.base, "{}"))
+            .await
+            .expect_err("no head");
+        assert!(
+            e.describe().contains("before its answer's head"),
+            "{}",
+            e.describe()
+        );
+    }
+
+    #[tokio::test]
+    async fn long_bodies_and_bursts_of_chunks_arrive_whole() {
+        // 300 KiB in one piece: the read buffer grows, and goes back to its size when idle.
+        static LONG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let long = LONG.get_or_init(|| {
+            let body: Vec<u8> = (0..300 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+            answer.extend_from_slice(&body);
+            answer
+        });
+        let up = scripted(long, false, false).await;
+        let pool = pool(&up.base);
+        let (status, body) = read(pool.send(post(&up.base, "{}")).await.expect("sent")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), 300 * 1024);
+        assert!(body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8));
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(
+            pool.shared.idle().back().expect("idle").conn.rbuf.len(),
+            READ_BUF
+        );
+        // Chunks read at once come out as one piece.
+        let up = scripted(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n2\r\ncd\r\n2\r\nef\r\n0\r\n\r\n",
+            false,
+            false,
+        )
+        .await;
+        let burst = super::tests::pool(&up.base);
+        let mut body = burst
+            .send(post(&up.base, "{}"))
+            .await
+            .expect("sent")
+            .into_body();
+        let frame = body
+            .frame()
+            .await
+            .expect("a frame")
+            .expect("data")
+            .into_data()
+            .expect("data");
+        assert_eq!(frame, Bytes::from_static(b"abcdef"));
+        assert!(body.frame().await.is_none());
+        assert_eq!(burst.idle_count(), 1);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod h1;
 mod upstream;
+mod wire;
 
 use std::sync::Arc;
 

@@ -131,9 +131,7 @@ impl Upstream {
                 headers.insert(name, value.clone());
             }
         }
-        let body = body
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-            .boxed_unsync();
+        let body = body.boxed_unsync();
         let mut out = http::Response::new(body);
         *out.status_mut() = parts.status;
         *out.headers_mut() = headers;
