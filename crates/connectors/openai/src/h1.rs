@@ -16,8 +16,9 @@
 //! - a pooled connection the backend closed while it was idle is not used (the check costs no
 //!   system call); a request refused before a byte of it left is sent again, once, on a new
 //!   connection (it never reached the backend);
-//! - a pass-through upload the backend answers before its end is not sent further, and its
-//!   connection closes after the answer;
+//! - a pass-through upload the backend answers before its end: after a success that keeps
+//!   the connection, the rest is sent first; after an error or a close, it is not sent, and
+//!   the connection closes after the answer;
 //! - an answer whose body is dropped unread, or that says `connection: close`, closes its
 //!   connection.
 
@@ -70,12 +71,15 @@ struct Conn {
     full_reads: u8,
     /// The request being written.
     wbuf: Vec<u8>,
+    /// Over TLS, a failed write may follow bytes that left.
+    tls: bool,
 }
 
 impl Conn {
-    fn new(io: Io) -> Conn {
+    fn new(io: Io, tls: bool) -> Conn {
         Conn {
             io,
+            tls,
             rbuf: vec![0; READ_BUF],
             start: 0,
             end: 0,
@@ -373,7 +377,8 @@ impl H1Pool {
             .call(self.shared.target.clone())
             .await
             .map_err(SendError::Connect)?;
-        Ok(Box::new(Conn::new(TokioIo::new(io))))
+        let tls = matches!(io, MaybeHttpsStream::Https(_));
+        Ok(Box::new(Conn::new(TokioIo::new(io), tls)))
     }
 }
 
@@ -437,7 +442,10 @@ async fn exchange(
     let mut wrote_any = false;
     let mut flushed = false;
     let mut write_failed: Option<BoxError> = None;
-    let result = poll_fn(|cx| {
+    // A head that came before the whole request had left, held while the rest goes out.
+    let mut early: Option<wire::Head> = None;
+    let tls = conn.tls;
+    let result = poll_fn(|cx| 'turn: loop {
         // The write side: what is buffered, then the body's next frame, until the socket or
         // the body says Pending. A failed write does not end the exchange: a backend may have
         // answered (say, 413) and closed before it read the whole request.
@@ -454,7 +462,11 @@ async fn exchange(
                         wrote_any = true;
                         flushed = false;
                     }
-                    Poll::Ready(Err(e)) => write_failed = Some(Box::new(e)),
+                    Poll::Ready(Err(e)) => {
+                        // Over TLS, records of earlier passes may have left before the error.
+                        wrote_any |= tls;
+                        write_failed = Some(Box::new(e));
+                    }
                     Poll::Pending => break,
                 }
                 continue;
@@ -521,15 +533,38 @@ async fn exchange(
                 }
             }
         }
+        let sent = !streaming && written == conn.wbuf.len() && flushed && write_failed.is_none();
+        if let Some(head) = early.take() {
+            if sent || write_failed.is_some() {
+                return Poll::Ready(Ok((head, sent)));
+            }
+            // The write side is waiting on the socket or the upload, with this task's waker.
+            early = Some(head);
+            return Poll::Pending;
+        }
         // The read side: the head, past any interim answers.
         loop {
             match wire::parse_head(conn.filled(), &parts.method) {
+                // Said before the request left (a backend's parting 408 on an idle
+                // connection): not an answer to it.
+                Ok(wire::Parsed::Head(..)) if !wrote_any => {
+                    return Poll::Ready(Err(BoxError::from(wire::WireError(
+                        "the upstream answered before the request was sent",
+                    ))));
+                }
                 Ok(wire::Parsed::Head(head, n)) => {
                     conn.consume(n);
-                    let sent = !streaming
-                        && written == conn.wbuf.len()
-                        && flushed
-                        && write_failed.is_none();
+                    // Answered before the whole upload left: a success that keeps the
+                    // connection gets the rest first (the backend may still be reading it);
+                    // an error, or a close, does not.
+                    if !sent
+                        && write_failed.is_none()
+                        && head.keep_alive
+                        && head.response.status().as_u16() < 300
+                    {
+                        early = Some(head);
+                        continue 'turn;
+                    }
                     return Poll::Ready(Ok((head, sent)));
                 }
                 Ok(wire::Parsed::Interim(n)) => {
@@ -560,6 +595,11 @@ async fn exchange(
         }
     })
     .await;
+    // The request's copy is not kept for the answer's life (a long prompt, a long stream).
+    conn.wbuf.clear();
+    if conn.wbuf.capacity() > READ_BUF {
+        conn.wbuf = Vec::new();
+    }
     match result {
         Ok(answer) => Ok(answer),
         // Not a byte of it left: the body is put back, whole, for a resend.
@@ -585,6 +625,8 @@ struct Own {
     reading: Reading,
     /// Whether the connection may carry another request after this body.
     keep: bool,
+    /// A framing error found after data that still goes out first.
+    failed: Option<WireError>,
     pool: Arc<Shared>,
 }
 
@@ -614,14 +656,23 @@ impl Own {
                 // once is written to the client at once.
                 let mut data = Vec::new();
                 let most = filled.len();
-                let used = decoder.decode(filled, |piece| {
+                let decoded = decoder.decode(filled, |piece| {
                     if keep_data {
                         if data.capacity() == 0 {
                             data.reserve_exact(most);
                         }
                         data.extend_from_slice(piece);
                     }
-                })?;
+                });
+                let used = match decoded {
+                    Ok(used) => used,
+                    // What came before the error goes out first; the error after it.
+                    Err(e) if !data.is_empty() => {
+                        self.failed = Some(e);
+                        filled.len()
+                    }
+                    Err(e) => return Err(e),
+                };
                 let data = (!data.is_empty()).then(|| Bytes::from(data));
                 (data, used, decoder.is_done())
             }
@@ -681,6 +732,7 @@ impl UpBody {
             conn: Some(conn),
             reading,
             keep,
+            failed: None,
             pool: pool.clone(),
         };
         if matches!(own.reading, Reading::Length(0)) {
@@ -709,6 +761,10 @@ impl http_body::Body for UpBody {
             Kind::Own(own) => own,
         };
         loop {
+            if let Some(e) = own.failed.take() {
+                own.conn = None;
+                return Poll::Ready(Some(Err(Box::new(e))));
+            }
             let (data, ended) = match own.take_buffered(true) {
                 Ok(taken) => taken,
                 Err(e) => {
@@ -1094,6 +1150,81 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_success_before_the_upload_ends_gets_the_whole_upload_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Answers as soon as the head is in, then reads the upload to its end.
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.expect("read");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            while !buf.ends_with(b"\r\n0\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the upload was cut short");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            (String::from_utf8(buf).expect("utf-8"), sock)
+        });
+        let pieces = futures_util::stream::unfold(0, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            if n > 0 {
+                // Later than the answer.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            let piece = Bytes::from(format!("part{n}"));
+            Some((Ok::<_, BoxError>(http_body::Frame::data(piece)), n + 1))
+        });
+        use http_body_util::BodyExt as _;
+        let body = http_body_util::StreamBody::new(pieces);
+        let mut req = Request::new(OutBody::Stream(body.boxed_unsync()));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = format!("{base}/files").parse().expect("uri");
+        let pool = pool(&base);
+        let resp = pool.send(req).await.expect("sent");
+        assert_eq!(read(resp).await, (200, Bytes::from_static(b"ok")));
+        let (sent, _sock) = server.await.expect("server");
+        assert!(
+            sent.ends_with("5\r\npart0\r\n5\r\npart1\r\n5\r\npart2\r\n0\r\n\r\n"),
+            "{sent:?}"
+        );
+        assert_eq!(pool.idle_count(), 1, "sent whole: the connection is kept");
+    }
+
+    #[tokio::test]
+    async fn a_request_a_reset_connection_refuses_is_handed_back_unsent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let pool = pool(&base);
+        let (conn, accepted) = tokio::join!(pool.connect(), listener.accept());
+        let mut conn = conn.expect("connected");
+        let (sock, _) = accepted.expect("accept");
+        // A reset, not a close: the next write fails before a byte of it leaves.
+        sock.set_zero_linger().expect("linger");
+        drop(sock);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (parts, body) = post(&base, "{\"n\":1}").into_parts();
+        let mut body = Some(body);
+        match exchange(&mut conn, &parts, &mut body).await {
+            Err(Failed::Unsent(_)) => {}
+            Err(Failed::Broken(e)) => panic!("taken as sent: {e}"),
+            Ok(_) => panic!("answered"),
+        }
+        assert!(
+            matches!(&body, Some(OutBody::Full(Some(b))) if b.as_ref() == b"{\"n\":1}"),
+            "the body is handed back whole, for a resend"
+        );
+    }
+
+    #[tokio::test]
     async fn bodies_without_a_length_run_to_the_close_and_interim_answers_are_skipped() {
         let up = scripted(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nx-a: 1\r\n\r\nto the end",
@@ -1260,13 +1391,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_refused_by_a_closed_pooled_connection_goes_again() {
+    async fn a_request_given_a_closed_pooled_connection_goes_on_a_new_one() {
         let mut up = raw(After::CloseWhenTold).await;
         let pool = pool(&up.base);
         read(pool.send(post(&up.base, "{}")).await.expect("sent")).await;
         up.close.notify_one();
         up.closed.recv().await.expect("closed");
-        // Taken without the checkout's look, as when the close lands after it.
+        // Handed to `send_from` as the checkout hands it: the close is seen before the
+        // request is written (the resend of a request refused before it left is tested on
+        // `exchange` itself, below).
         let stale = pool.shared.idle().pop_back().expect("idle").conn;
         let resp = pool
             .send_from(Some(stale), post(&up.base, "{\"n\":2}"))
