@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT};
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tollgate_core::{GatewayError, Secret};
 
 use crate::client::{HttpClient, OutBody};
@@ -176,20 +176,35 @@ impl Upstream {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        // At the deadline itself: no clock read to turn it into a duration and back.
-        let at = tokio::time::Instant::from_std(deadline);
-        match tokio::time::timeout_at(at, Limited::new(body, limit).collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(GatewayError::UpstreamFailed(format!(
-                    "backend `{}` answered with a body over {limit} bytes",
-                    self.name
-                )))
+        let mut body = std::pin::pin!(body);
+        let mut whole = Whole::default();
+        // What is here already, without a timer: a whole answer usually arrives with its head.
+        loop {
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(body.as_mut().poll_frame(cx)))
+                    .await;
+            match polled {
+                std::task::Poll::Ready(frame) => {
+                    if whole.take(frame, limit, &self.name)? || body.is_end_stream() {
+                        return Ok(whole.finish());
+                    }
+                }
+                std::task::Poll::Pending => break,
             }
-            Ok(Err(e)) => Err(GatewayError::UpstreamFailed(format!(
-                "backend `{}`: reading the response failed: {e}",
-                self.name
-            ))),
+        }
+        // The rest, within the deadline (itself: no clock read to turn it into a duration).
+        let at = tokio::time::Instant::from_std(deadline);
+        let rest = async {
+            loop {
+                let frame = body.frame().await;
+                if whole.take(frame, limit, &self.name)? || body.is_end_stream() {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout_at(at, rest).await {
+            Ok(Ok(())) => Ok(whole.finish()),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(GatewayError::UpstreamTimeout(format!(
                 "backend `{}` did not finish its response within {}s",
                 self.name,
@@ -224,6 +239,65 @@ impl Upstream {
                 self.name
             ))
         })
+    }
+}
+
+/// A whole body as its frames arrive: one frame is kept as it came, more are joined.
+#[derive(Default)]
+struct Whole {
+    first: Option<Bytes>,
+    joined: Vec<u8>,
+}
+
+impl Whole {
+    /// Takes a polled frame; true at the body's end.
+    fn take<E>(
+        &mut self,
+        frame: Option<Result<http_body::Frame<Bytes>, E>>,
+        limit: usize,
+        backend: &str,
+    ) -> Result<bool, GatewayError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let data = match frame {
+            None => return Ok(true),
+            Some(Err(e)) => {
+                return Err(GatewayError::UpstreamFailed(format!(
+                    "backend `{backend}`: reading the response failed: {}",
+                    e.into()
+                )))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => return Ok(false), // trailers
+            },
+        };
+        if self.len() + data.len() > limit {
+            return Err(GatewayError::UpstreamFailed(format!(
+                "backend `{backend}` answered with a body over {limit} bytes"
+            )));
+        }
+        match self.first.take() {
+            None if self.joined.is_empty() => self.first = Some(data),
+            Some(first) => {
+                self.joined.extend_from_slice(&first);
+                self.joined.extend_from_slice(&data);
+            }
+            None => self.joined.extend_from_slice(&data),
+        }
+        Ok(false)
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.joined.len(), Bytes::len)
+    }
+
+    fn finish(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => Bytes::from(self.joined),
+        }
     }
 }
 
@@ -280,6 +354,50 @@ mod tests {
                 .ok(),
             Some(1024)
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_is_joined_and_a_late_one_times_out() {
+        let up = upstream();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Two pieces at once, one later: the part after the first turn runs under the timer.
+        let pieces = futures_util::stream::unfold(0, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            if n == 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let piece = Bytes::from(format!("p{n};"));
+            Some((
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(piece)),
+                n + 1,
+            ))
+        });
+        let body = http_body_util::StreamBody::new(pieces);
+        let got = up.read_body(body, 1024, deadline).await.expect("whole");
+        assert_eq!(got, Bytes::from_static(b"p0;p1;p2;"));
+        // The cap counts every piece, not only the first.
+        let pieces = futures_util::stream::iter([&b"12345"[..], b"67890"].map(|p| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(p)))
+        }));
+        let e = up
+            .read_body(http_body_util::StreamBody::new(pieces), 8, deadline)
+            .await
+            .expect_err("over the cap");
+        assert!(e.to_string().contains("over 8 bytes"), "{e}");
+        // A body that stops short of its end: a timeout at the deadline, not a hang.
+        use futures_util::StreamExt as _;
+        let stalled = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(Bytes::from_static(b"part")),
+        )])
+        .chain(futures_util::stream::pending());
+        let soon = Instant::now() + Duration::from_millis(50);
+        let e = up
+            .read_body(http_body_util::StreamBody::new(stalled), 1024, soon)
+            .await
+            .expect_err("timed out");
+        assert_eq!(e.status().as_u16(), 504, "{e}");
     }
 
     #[test]
