@@ -212,11 +212,17 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
         _ => Version::HTTP_11,
     };
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Which framing fields are there, noted on the way: most heads have no
+    // `transfer-encoding` and no `connection`, and then they are not looked up.
+    let (mut te, mut cl, mut conn) = (false, false, false);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| WireError("a response header name is invalid"))?;
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| WireError("a response header value is invalid"))?;
+        te |= name == TRANSFER_ENCODING;
+        cl |= name == CONTENT_LENGTH;
+        conn |= name == CONNECTION;
         headers.append(name, value);
     }
     let (framing, framed_by_length) = if *method == Method::HEAD
@@ -224,19 +230,16 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
         || status == StatusCode::NOT_MODIFIED
     {
         (Framing::Empty, true)
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if te {
         if last_coding_is_chunked(&headers) {
             // With both, transfer-encoding wins, and the connection may have been smuggled
             // on: it is not used again (RFC 9112 §6.3); nor after chunked HTTP/1.0, a faulty
             // framing (§6.1).
-            (
-                Framing::Chunked,
-                !headers.contains_key(CONTENT_LENGTH) && version != Version::HTTP_10,
-            )
+            (Framing::Chunked, !cl && version != Version::HTTP_10)
         } else {
             (Framing::UntilClose, false)
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
+    } else if cl {
         match content_length(&headers) {
             Some(0) => (Framing::Empty, true),
             Some(n) => (Framing::Length(n), true),
@@ -247,8 +250,8 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
     };
     let keep_alive = framed_by_length
         && match version {
-            Version::HTTP_10 => has_token(&headers, "keep-alive"),
-            _ => !has_token(&headers, "close"),
+            Version::HTTP_10 => conn && has_token(&headers, "keep-alive"),
+            _ => !conn || !has_token(&headers, "close"),
         };
     let mut response = Response::new(());
     *response.status_mut() = status;
