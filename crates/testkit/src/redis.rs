@@ -17,29 +17,25 @@ impl RedisServer {
     /// Starts one, or `None` (with a message) when `redis-server` is not installed — unless
     /// `TOLLGATE_REQUIRE_REDIS=1` (CI), where a missing server fails the test.
     pub fn start(test: &str) -> Option<Self> {
-        let port = free_port();
-        match spawn_redis(port) {
-            Ok(child) => {
-                let mut server = RedisServer {
-                    child: Some(child),
-                    port,
-                };
-                server.wait_ready();
-                Some(server)
-            }
-            Err(e) => {
-                if std::env::var("TOLLGATE_REQUIRE_REDIS").as_deref() == Ok("1") {
-                    panic!("redis-server is required (TOLLGATE_REQUIRE_REDIS=1): {e}");
+        // A port found free can be taken by another test's server before this one binds it;
+        // this one then exits, and the other answers its PING. So the server that answers
+        // must be this one (its process id), or another port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_redis(port) {
+                Ok(child) => {
+                    let mut server = RedisServer {
+                        child: Some(child),
+                        port,
+                    };
+                    if server.wait_ready() {
+                        return Some(server);
+                    }
                 }
-                // Straight to the process's stderr: the harness captures `eprintln!`, and a
-                // skip must be seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipping {test}: redis-server not found on PATH ({e})"
-                );
-                None
+                Err(e) => return missing(test, e),
             }
         }
+        panic!("redis-server did not start on a port of its own in five tries");
     }
 
     pub fn url(&self) -> String {
@@ -58,7 +54,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         self.child = Some(spawn_redis(self.port).expect("redis-server starts again"));
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "redis-server's port {} was taken while it was down",
+            self.port
+        );
     }
 
     /// One command over a raw connection, for assertions about what Redis holds.
@@ -75,24 +75,46 @@ impl RedisServer {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for the server to answer; false when what answers on its port is another
+    /// process (this one could not bind it, and exits).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let own = self.child.as_ref().map(Child::id);
         while Instant::now() < deadline {
             if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 16];
-                if conn.write_all(b"PING\r\n").is_ok()
-                    && conn
-                        .read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
+                let mut buf = [0u8; 4096];
+                if conn.write_all(b"INFO server\r\n").is_ok() {
+                    if let Ok(n) = conn.read(&mut buf) {
+                        let info = String::from_utf8_lossy(&buf[..n]);
+                        let pid = info
+                            .lines()
+                            .find_map(|l| l.strip_prefix("process_id:"))
+                            .and_then(|p| p.trim().parse::<u32>().ok());
+                        if pid.is_some() {
+                            return pid == own;
+                        }
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        panic!("redis-server on port {} did not answer", self.port);
     }
+}
+
+/// No `redis-server` to run: a skip, or a failure under `TOLLGATE_REQUIRE_REDIS=1` (CI).
+fn missing(test: &str, e: std::io::Error) -> Option<RedisServer> {
+    if std::env::var("TOLLGATE_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("redis-server is required (TOLLGATE_REQUIRE_REDIS=1): {e}");
+    }
+    // Straight to the process's stderr: the harness captures `eprintln!`, and a skip must be
+    // seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: redis-server not found on PATH ({e})"
+    );
+    None
 }
 
 impl Drop for RedisServer {
