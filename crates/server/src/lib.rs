@@ -32,6 +32,7 @@ pub use app::{error_response, Gateway};
 pub use body::Body;
 pub use edge::bind;
 pub use metrics::Metrics;
+pub use outcome::{set_line_writer, RequestLine};
 pub use runtime::Runtime;
 
 /// Serves HTTP/1.1 and cleartext HTTP/2 on `listener` until `shutdown` resolves, then stops

@@ -146,26 +146,89 @@ impl Drop for Outcome {
             usage: self.usage,
         });
         let usage = self.usage.unwrap_or_default();
-        // Every value is a plain str or number (no `%`/`?`, no format string): recording them
-        // costs no formatting, and this line is written once per request.
-        tracing::info!(
-            target: "tollgate::request",
-            message = "request",
-            request_id = self.request_id.as_str(),
-            key = self.key.as_deref().unwrap_or(""),
-            door = self.door.label(),
+        let line = RequestLine {
+            request_id: self.request_id.as_str(),
+            key: self.key.as_deref().unwrap_or(""),
+            door: self.door.label(),
             endpoint,
-            stream = self.stream,
+            stream: self.stream,
             backend,
             model,
             status,
-            error = self.error.unwrap_or(""),
+            error: self.error.unwrap_or(""),
+            attempts: self.attempts,
+            latency_ms: total.as_secs_f64() * 1000.0,
+            ttft_ms: self.first_event.map(|d| d.as_secs_f64() * 1000.0),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            completed: self.completed,
+        };
+        match LINE_WRITER.get() {
+            // The writer is the JSON format's own: the same line as below, without tracing's
+            // dispatch on the way. The filter still decides whether it is written.
+            Some(write) => {
+                if tracing::enabled!(target: "tollgate::request", tracing::Level::INFO) {
+                    write(&line);
+                }
+            }
+            None => line.log(),
+        }
+    }
+}
+
+/// The one log line a request ends with (target `tollgate::request`, level INFO).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub request_id: &'a str,
+    pub key: &'a str,
+    pub door: &'a str,
+    pub endpoint: &'a str,
+    pub stream: bool,
+    pub backend: &'a str,
+    pub model: &'a str,
+    pub status: u16,
+    pub error: &'a str,
+    pub attempts: u32,
+    pub latency_ms: f64,
+    /// Absent from the line when `None`.
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub completed: bool,
+}
+
+impl RequestLine<'_> {
+    /// Writes the line through tracing, as every format but the writer's does.
+    pub fn log(&self) {
+        // Every value is a plain str or number (no `%`/`?`, no format string): recording them
+        // costs no formatting.
+        tracing::info!(
+            target: "tollgate::request",
+            message = "request",
+            request_id = self.request_id,
+            key = self.key,
+            door = self.door,
+            endpoint = self.endpoint,
+            stream = self.stream,
+            backend = self.backend,
+            model = self.model,
+            status = self.status,
+            error = self.error,
             attempts = self.attempts,
-            latency_ms = total.as_secs_f64() * 1000.0,
-            ttft_ms = self.first_event.map(|d| d.as_secs_f64() * 1000.0),
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
+            latency_ms = self.latency_ms,
+            ttft_ms = self.ttft_ms,
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = self.completion_tokens,
             completed = self.completed,
         );
     }
+}
+
+/// A writer of request lines set by the process's logging (its JSON format), in place of
+/// tracing's event path for the line every request writes.
+static LINE_WRITER: std::sync::OnceLock<fn(&RequestLine<'_>)> = std::sync::OnceLock::new();
+
+/// Sets the request line's writer, once per process; false if one was set already.
+pub fn set_line_writer(write: fn(&RequestLine<'_>)) -> bool {
+    LINE_WRITER.set(write).is_ok()
 }
