@@ -118,8 +118,12 @@ impl Drop for Outcome {
     fn drop(&mut self) {
         self.settle();
         crate::dashboard::finish(self);
-        let total = self.started.elapsed();
-        let upstream = self.upstream_started.map(|t| t.elapsed());
+        // One clock read for both.
+        let now = Instant::now();
+        let total = now.saturating_duration_since(self.started);
+        let upstream = self
+            .upstream_started
+            .map(|t| now.saturating_duration_since(t));
         let (backend, model) = match &self.target {
             Some(t) => (t.backend.as_ref(), t.model.as_str()),
             None => ("", ""),
