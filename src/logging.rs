@@ -367,40 +367,55 @@ fn write_request_line(request: &tollgate_server::RequestLine<'_>) {
 }
 
 fn push_request_line(line: &mut String, r: &tollgate_server::RequestLine<'_>, now: SystemTime) {
+    fn texts(line: &mut String, fields: &[(&str, &str)]) {
+        for (name, value) in fields {
+            line.push_str(name);
+            push_json_str(line, value);
+        }
+    }
+    fn numbers(line: &mut String, fields: &[(&str, u64)]) {
+        for (name, value) in fields {
+            line.push_str(name);
+            push_u64(line, *value);
+        }
+    }
     line.push_str("{\"timestamp\":\"");
     push_timestamp(line, now);
-    line.push_str("\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"request_id\":");
-    push_json_str(line, r.request_id);
-    line.push_str(",\"key\":");
-    push_json_str(line, r.key);
-    line.push_str(",\"door\":");
-    push_json_str(line, r.door);
-    line.push_str(",\"endpoint\":");
-    push_json_str(line, r.endpoint);
+    line.push_str("\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
+    texts(
+        line,
+        &[
+            (",\"request_id\":", r.request_id),
+            (",\"key\":", r.key),
+            (",\"door\":", r.door),
+            (",\"endpoint\":", r.endpoint),
+        ],
+    );
     line.push_str(if r.stream {
-        ",\"stream\":true,\"backend\":"
+        ",\"stream\":true"
     } else {
-        ",\"stream\":false,\"backend\":"
+        ",\"stream\":false"
     });
-    push_json_str(line, r.backend);
-    line.push_str(",\"model\":");
-    push_json_str(line, r.model);
-    line.push_str(",\"status\":");
-    push_u64(line, u64::from(r.status));
-    line.push_str(",\"error\":");
-    push_json_str(line, r.error);
-    line.push_str(",\"attempts\":");
-    push_u64(line, u64::from(r.attempts));
+    texts(
+        line,
+        &[(",\"backend\":", r.backend), (",\"model\":", r.model)],
+    );
+    numbers(line, &[(",\"status\":", u64::from(r.status))]);
+    texts(line, &[(",\"error\":", r.error)]);
+    numbers(line, &[(",\"attempts\":", u64::from(r.attempts))]);
     line.push_str(",\"latency_ms\":");
     push_f64(line, r.latency_ms);
     if let Some(ttft) = r.ttft_ms {
         line.push_str(",\"ttft_ms\":");
         push_f64(line, ttft);
     }
-    line.push_str(",\"prompt_tokens\":");
-    push_u64(line, r.prompt_tokens);
-    line.push_str(",\"completion_tokens\":");
-    push_u64(line, r.completion_tokens);
+    numbers(
+        line,
+        &[
+            (",\"prompt_tokens\":", r.prompt_tokens),
+            (",\"completion_tokens\":", r.completion_tokens),
+        ],
+    );
     line.push_str(if r.completed {
         ",\"completed\":true},\"target\":\"tollgate::request\"}\n"
     } else {
