@@ -145,16 +145,13 @@ impl Conn {
         matches!(probe.as_mut().poll(&mut cx), Poll::Ready(Poll::Pending))
     }
 
-    /// Goes back to the pool's size while idle.
+    /// Goes back to the pool's size while idle (the exchange already let a long request go).
     fn shrink(&mut self) {
         if self.rbuf.len() > READ_BUF {
             self.rbuf.truncate(READ_BUF);
             self.rbuf.shrink_to_fit();
         }
         self.full_reads = 0;
-        if self.wbuf.capacity() > READ_BUF {
-            self.wbuf = Vec::new();
-        }
     }
 }
 
