@@ -612,15 +612,7 @@ impl Gateway {
             parts.headers.remove(http::header::CONTENT_LENGTH);
             return Response::from_parts(parts, Body::full(body));
         }
-        // An answer with no body (HEAD, 204, 304, length 0) is whole already: the server
-        // never polls it.
-        if http_body::Body::is_end_stream(&body) {
-            outcome.completed = true;
-        }
-        Response::from_parts(
-            parts,
-            Body::Forward(Box::new(crate::body::Forwarded { body, outcome })),
-        )
+        Response::from_parts(parts, Body::forward(body, outcome))
     }
 }
 

@@ -40,6 +40,15 @@ impl Body {
     pub fn empty() -> Self {
         Body::Full(None)
     }
+
+    /// A pass-through answer. It counts as complete once the server has it all: at its end, or
+    /// at once when it has no body (HEAD, 204, 304, length 0), which the server never polls.
+    pub fn forward(body: tollgate_core::ForwardBody, mut outcome: Outcome) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            outcome.completed = true;
+        }
+        Body::Forward(Box::new(Forwarded { body, outcome }))
+    }
 }
 
 impl http_body::Body for Body {
