@@ -367,18 +367,15 @@ fn write_request_line(request: &tollgate_server::RequestLine<'_>) {
 }
 
 fn push_request_line(line: &mut String, r: &tollgate_server::RequestLine<'_>, now: SystemTime) {
-    fn texts(line: &mut String, fields: &[(&str, &str)]) {
-        for (name, value) in fields {
+    /// `,"name":value` for each, the value written by `push`.
+    fn fields<T: Copy>(line: &mut String, fields: &[(&str, T)], push: fn(&mut String, T)) {
+        for &(name, value) in fields {
             line.push_str(name);
-            push_json_str(line, value);
+            push(line, value);
         }
     }
-    fn numbers(line: &mut String, fields: &[(&str, u64)]) {
-        for (name, value) in fields {
-            line.push_str(name);
-            push_u64(line, *value);
-        }
-    }
+    let texts = |line: &mut String, f: &[(&str, &str)]| fields(line, f, push_json_str);
+    let numbers = |line: &mut String, f: &[(&str, u64)]| fields(line, f, push_u64);
     line.push_str("{\"timestamp\":\"");
     push_timestamp(line, now);
     line.push_str("\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
