@@ -8,6 +8,7 @@ pub mod connector;
 pub mod decimal;
 pub mod env;
 pub mod error;
+pub mod http1;
 pub mod json;
 pub mod keys;
 pub mod pattern;

@@ -1,5 +1,6 @@
 //! The edge: the listening socket and the life of each client connection — HTTP/1.1 or h2c
-//! told apart by peeking, then every way one client could hold the gateway's resources
+//! told apart by peeking (HTTP/1.1 served by [`h1`], tollgate's own; h2c by hyper), then every
+//! way one client could hold the gateway's resources
 //! bounded: the time to send a request head, the time a connection may sit with no request,
 //! HTTP/2 pings, the number of connections, and accept errors (out of descriptors) that back
 //! off instead of spinning. Each connection's end is counted by reason.
@@ -28,6 +29,8 @@ use tollgate_core::config::ServerConfig;
 use crate::body::Body;
 use crate::intake::Closing;
 use crate::Gateway;
+
+mod h1;
 
 /// Connections answered `503` at once (beyond `max_connections`); past this many, further
 /// ones are closed without an answer, so refusing cannot itself use up descriptors.
@@ -187,7 +190,6 @@ pub(crate) enum Stage {
 pub(crate) struct Edge {
     gateway: Arc<Gateway>,
     metrics: EdgeMetrics,
-    http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Connections being served (refused ones not included).
     open: AtomicUsize,
@@ -200,12 +202,6 @@ pub(crate) struct Edge {
 
 impl Edge {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Edge> {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        // The head deadline is kept by `ConnState` below, not by hyper's own timer: hyper
-        // starts that one as soon as a connection is ready for its next request, so on a
-        // keep-alive connection it would also close every idle gap longer than
-        // `header_read_timeout`, and `idle_timeout` could never be longer.
-        http1.header_read_timeout(None);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         // hyper's timer drives the PINGs (set per connection, from the current config).
         http2.timer(TokioTimer::new());
@@ -213,7 +209,6 @@ impl Edge {
         Arc::new(Edge {
             gateway,
             metrics,
-            http1,
             http2,
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
@@ -306,7 +301,7 @@ impl Edge {
             open.reason = Reason::Shutdown;
             return;
         }
-        // A connection that sends nothing is not hyper's yet: the sniff has its own bound,
+        // A connection that sends nothing is not served yet: the sniff has its own bound,
         // and shutdown closes it at once rather than wait for it.
         let protocol = tokio::select! {
             sniffed = tokio::time::timeout(limits.header_read, sniff(&stream)) => match sniffed {
@@ -322,42 +317,28 @@ impl Edge {
             }
         };
         let conn = Arc::new(ConnState::new(protocol == Protocol::Http2));
-        let io = TokioIo::new(Watched {
-            stream,
-            conn: conn.clone(),
-        });
-        let service = {
-            let (edge, conn) = (self.clone(), conn.clone());
-            hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                // Counted from the call (the head is in), not from the future's first poll.
-                let active = Active::start(&conn, &edge.metrics.active);
-                let edge = edge.clone();
-                async move {
-                    let resp = edge.gateway.handle(req).await;
-                    if let Some(closing) = resp.extensions().get::<Closing>() {
-                        active.conn.note(*closing);
-                    }
-                    Ok::<_, Infallible>(resp.map(|body| Tracked {
-                        body,
-                        _active: active,
-                    }))
-                }
-            })
-        };
         let ended = match protocol {
             Protocol::Http1 => {
-                let served = self.http1.serve_connection(io, service);
-                drive(
-                    served,
-                    |c| c.graceful_shutdown(),
-                    &conn,
-                    limits,
-                    &stage,
-                    open,
-                )
-                .await
+                let shared = h1::Shared::new(stream, conn.clone());
+                let service = |req: http::Request<h1::ReqBody>| self.answer(&conn, req);
+                let served = h1::serve(shared.clone(), service);
+                drive(served, |_| shared.shut(), &conn, limits, &stage, open)
+                    .await
+                    .map(|ended| ended.map_err(|e| e.to_string()))
             }
             Protocol::Http2 => {
+                let io = TokioIo::new(Watched {
+                    stream,
+                    conn: conn.clone(),
+                });
+                let service = {
+                    let (edge, conn) = (self.clone(), conn.clone());
+                    hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                        let edge = edge.clone();
+                        let conn = conn.clone();
+                        async move { Ok::<_, Infallible>(edge.answer(&conn, req).await) }
+                    })
+                };
                 let mut http2 = self.http2.clone();
                 match limits.ping {
                     Some((interval, timeout)) => http2
@@ -371,13 +352,25 @@ impl Edge {
                 // HTTP/1.1 connection would carry it for its whole life.
                 Box::pin(drive(
                     served,
-                    |c| c.graceful_shutdown(),
+                    |c| {
+                        c.graceful_shutdown();
+                        false
+                    },
                     &conn,
                     limits,
                     &stage,
                     open,
                 ))
                 .await
+                .map(|ended| {
+                    ended.map_err(|e| {
+                        if is_ping_timeout(&e) {
+                            PING_TIMEOUT.to_string()
+                        } else {
+                            e.to_string()
+                        }
+                    })
+                })
             }
         };
         match ended {
@@ -387,7 +380,7 @@ impl Edge {
             }
             Some(Ok(())) => {}
             Some(Err(e)) => {
-                if is_ping_timeout(&e) {
+                if e == PING_TIMEOUT {
                     open.reason = Reason::PingTimeout;
                 } else if open.reason != Reason::Shutdown {
                     open.reason = Reason::Error;
@@ -398,20 +391,49 @@ impl Edge {
             None => {}
         }
     }
+
+    /// One request: counted as active from the call (the head is in) until its answer's body
+    /// is dropped.
+    fn answer<B>(
+        self: &Arc<Self>,
+        conn: &Arc<ConnState>,
+        req: http::Request<B>,
+    ) -> impl Future<Output = http::Response<Tracked>> + Send + 'static
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let active = Active::start(conn, &self.metrics.active);
+        let edge = self.clone();
+        async move {
+            let resp = edge.gateway.handle(req).await;
+            if let Some(closing) = resp.extensions().get::<Closing>() {
+                active.conn.note(*closing);
+            }
+            resp.map(|body| Tracked {
+                body,
+                _active: active,
+            })
+        }
+    }
 }
 
-/// Drives a hyper connection under the edge's deadlines; `None` when tollgate closed it
-/// (the reason is then in `open`).
+/// How an HTTP/2 connection that ended on an unanswered PING is told from other errors.
+const PING_TIMEOUT: &str = "keep-alive ping timed out";
+
+/// Drives a connection under the edge's deadlines; `None` when tollgate closed it (the reason
+/// is then in `open`). `shut` starts a graceful shutdown, and says whether the connection is
+/// idle enough to close at once.
 async fn drive<F>(
     served: F,
-    shut: impl Fn(Pin<&mut F>),
+    shut: impl Fn(Pin<&mut F>) -> bool,
     conn: &ConnState,
     limits: Limits,
     stage: &watch::Receiver<Stage>,
     open: &mut Open,
-) -> Option<hyper::Result<()>>
+) -> Option<F::Output>
 where
-    F: Future<Output = hyper::Result<()>>,
+    F: Future,
 {
     let mut served = std::pin::pin!(served);
     // The stage's next change, one wait kept across the loop's turns: a `changed()` made
@@ -422,7 +444,7 @@ where
     let mut timer = std::pin::pin!(timer);
     // Set once an idle HTTP/2 connection was told to go: the latest it may take to finish.
     let mut stop_by: Option<Instant> = None;
-    // Whether hyper's graceful shutdown was started (it is started once).
+    // Whether the graceful shutdown was started (it is started once).
     let mut draining = false;
     loop {
         let now = Instant::now();
@@ -446,7 +468,7 @@ where
                 // HTTP/2: GOAWAY (once), and a bound on the goodbye.
                 if stop_by.is_none() {
                     if !draining {
-                        shut(served.as_mut());
+                        let _ = shut(served.as_mut());
                         draining = true;
                     }
                     stop_by = Some(now + limits.header_read);
@@ -459,8 +481,10 @@ where
                     Stage::Draining => {
                         open.reason = Reason::Shutdown;
                         if !draining {
-                            shut(served.as_mut());
                             draining = true;
+                            if shut(served.as_mut()) {
+                                return None;
+                            }
                         }
                     }
                     Stage::Abort => {
@@ -637,7 +661,7 @@ impl Drop for Active {
     }
 }
 
-/// An answer's body, carrying its request's [`Active`] until hyper is done with it.
+/// An answer's body, carrying its request's [`Active`] until its connection is done with it.
 struct Tracked {
     body: Body,
     _active: Active,
@@ -663,7 +687,8 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// The client socket, telling its connection's state when bytes arrive.
+/// The client socket of an HTTP/2 connection, telling its connection's state when bytes
+/// arrive.
 struct Watched {
     stream: TcpStream,
     conn: Arc<ConnState>,
@@ -804,7 +829,7 @@ enum Protocol {
 }
 
 /// Tells cleartext HTTP/2 (prior knowledge: the connection preface) from HTTP/1.1 by peeking
-/// at the first bytes, so that hyper reads them itself: a replayed prefix would make the
+/// at the first bytes, so that the server reads them itself: a replayed prefix would make the
 /// HTTP/1 read buffer grow to twice its size on every connection.
 async fn sniff(stream: &TcpStream) -> Protocol {
     const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
