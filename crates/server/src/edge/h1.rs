@@ -37,6 +37,8 @@ const MAX_HEADERS: usize = 100;
 const READ_ROOM: usize = 8 * 1024;
 /// Body frames ready at once are written together up to this much.
 const MAX_COALESCED: usize = 64 * 1024;
+/// A write buffer grown past this is freed after its answer, not kept for the next.
+const KEEP_WBUF: usize = 8 * 1024;
 /// Body data larger than this is written from its own buffer instead of being copied.
 const COPY_AT_MOST: usize = 16 * 1024;
 /// Bytes read while a request is answered (the client's next requests) are buffered up to
@@ -364,7 +366,7 @@ where
             && !shared.closing.load(Ordering::Acquire)
             && !has_token(resp.headers(), "close");
         let keep = write_answer(&shared, &mut wbuf, (&method, version), resp, keep).await?;
-        if wbuf.capacity() > MAX_COALESCED {
+        if wbuf.capacity() > KEEP_WBUF {
             wbuf = Vec::new();
         }
         if !keep {
@@ -575,14 +577,19 @@ where
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let hint = body.size_hint();
-    let declared = hint.exact().or_else(|| {
+    let given = || {
         parts
             .headers
             .contains_key(CONTENT_LENGTH)
             .then(|| content_length(&parts.headers))
             .flatten()
-    });
+    };
+    // The body's own length wins; a HEAD answer has none, and says what a GET's would be.
+    let declared = if *method == Method::HEAD {
+        given().or(body.size_hint().exact())
+    } else {
+        body.size_hint().exact().or_else(given)
+    };
     let out = if bodiless_status {
         Out::None
     } else if let Some(n) = declared {
