@@ -207,19 +207,23 @@ pub async fn dispatch(job: Job) -> Dispatched {
                     HeaderMap::new()
                 },
             };
-            let tried = attempt(
-                backend.connector.as_ref(),
-                upstream,
-                &target,
-                wire,
-                runtime.relay.max_silent_wait,
-            );
-            let outcome = match tokio::time::timeout_at(deadline, tried).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(GatewayError::UpstreamTimeout(format!(
-                    "the request exceeded server.request_timeout ({}s)",
-                    runtime.relay.request_timeout.as_secs()
-                ))),
+            let outcome = {
+                // Pinned where it is made: moved into the timeout by value, the attempt's
+                // whole state (kilobytes) would be copied on every request.
+                let tried = std::pin::pin!(attempt(
+                    backend.connector.as_ref(),
+                    upstream,
+                    &target,
+                    wire,
+                    runtime.relay.max_silent_wait,
+                ));
+                match tokio::time::timeout_at(deadline, tried).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(GatewayError::UpstreamTimeout(format!(
+                        "the request exceeded server.request_timeout ({}s)",
+                        runtime.relay.request_timeout.as_secs()
+                    ))),
+                }
             };
             crate::dashboard::attempted(&trace, attempts, &outcome);
             let error = match outcome {

@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tollgate_core::GatewayError;
@@ -256,19 +255,42 @@ where
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::RequestTooLarge { limit });
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::RequestTooLarge { limit })
+    // Read frame by frame, not through a general collector: most bodies arrive as one frame,
+    // which is then the body itself, with no list and no copy.
+    let mut body = std::pin::pin!(req.into_body());
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut total = 0u64;
+    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| {
+            let e: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+            match e.downcast_ref::<BodyError>() {
+                Some(BodyError::Timeout(late)) => GatewayError::RequestTimeout(describe(*late)),
+                _ => GatewayError::invalid(format!("could not read the request body: {e}")),
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > limit {
+            return Err(GatewayError::RequestTooLarge { limit });
         }
-        Err(e) => match e.downcast_ref::<BodyError>() {
-            Some(BodyError::Timeout(late)) => Err(GatewayError::RequestTimeout(describe(*late))),
-            _ => Err(GatewayError::invalid(format!(
-                "could not read the request body: {e}"
-            ))),
-        },
+        match (&mut joined, first.take()) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(head)) => {
+                let mut all = bytes::BytesMut::with_capacity(head.len() + data.len());
+                all.extend_from_slice(&head);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
     }
+    Ok(match joined {
+        Some(all) => all.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 /// After an answer was made: reads away what is left of the request body, so the connection

@@ -143,7 +143,9 @@ impl Upstream {
         &self,
         req: http::Request<OutBody>,
     ) -> Result<http::Response<UpBody>, GatewayError> {
-        match tokio::time::timeout(self.timeout, self.client.send(req)).await {
+        // Pinned where it is made, not moved into the timeout (a copy of its whole state).
+        let send = std::pin::pin!(self.client.send(req));
+        match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(resp)) => Ok(resp),
             // A connect timeout is a timeout too (504), not a broken exchange (502).
             Ok(Err(e)) if e.is_timeout() => Err(GatewayError::UpstreamTimeout(format!(

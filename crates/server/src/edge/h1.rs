@@ -948,6 +948,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_read_in_any_pieces_are_read_the_same() {
+        let wire: &[u8] = b"POST /a HTTP/1.1\r\ncontent-length: 11\r\n\r\nhello world\
+            POST /b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n\
+            3\r\nabc\r\n0010;ext=1\r\n0123456789abcdef\r\n0\r\nt: v\r\n\r\n\
+            GET /c HTTP/1.1\r\nx-a: 1\r\n\r\n\
+            POST /d HTTP/1.1\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..24 {
+            let (mut c, seen, task) = served().await;
+            c.set_nodelay(true).expect("nodelay");
+            // Cut the bytes at random places (one byte at a time in the first round).
+            let mut at = 0;
+            while at < wire.len() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let n = if round == 0 { 1 } else { 1 + (seed % 40) as usize };
+                let end = (at + n).min(wire.len());
+                c.write_all(&wire[at..end]).await.expect("write");
+                at = end;
+                if seed % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let mut got = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+            assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 4, "round {round}: {got}");
+            let seen = seen.lock().expect("lock").clone();
+            let bodies: Vec<_> = seen.iter().map(|(_, p, b)| (p.clone(), b.clone())).collect();
+            assert_eq!(
+                bodies,
+                [
+                    ("/a".to_string(), Ok(b"hello world".to_vec())),
+                    ("/b".to_string(), Ok(b"abc0123456789abcdef".to_vec())),
+                    ("/c".to_string(), Ok(Vec::new())),
+                    ("/d".to_string(), Ok(b"ok".to_vec())),
+                ],
+                "round {round}"
+            );
+            assert!(task.await.expect("joined").is_ok(), "closed as asked");
+        }
+    }
+
+    #[tokio::test]
     async fn framing_that_could_smuggle_a_request_is_refused_and_closes() {
         for head in [
             &b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n"[..],
