@@ -72,21 +72,43 @@ pub fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
 /// The one length every `content-length` value names (`5, 5` is 5); `None` when they differ or
 /// one is not a number.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found = None;
+    let mut length = Length::default();
     for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+        length.add(value.as_bytes());
+    }
+    length.get()
+}
+
+/// The length `content-length` fields name, gathered field by field as a head is read (the
+/// rules of [`content_length`], without looking the fields up again).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Length {
+    found: Option<u64>,
+    invalid: bool,
+}
+
+impl Length {
+    /// Adds one field's value.
+    pub fn add(&mut self, value: &[u8]) {
+        for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
+                self.invalid = true;
+                return;
             }
             let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return None;
+            if self.found.is_some_and(|f| f != n) {
+                self.invalid = true;
+                return;
             }
-            found = Some(n);
+            self.found = Some(n);
         }
     }
-    found
+
+    /// The length, when every value named the same one.
+    pub fn get(&self) -> Option<u64> {
+        self.found.filter(|_| !self.invalid)
+    }
 }
 
 /// Decodes a chunked body as its bytes arrive, in any pieces.
@@ -339,6 +361,37 @@ mod tests {
         let mut huge = b"1;".to_vec();
         huge.resize(MAX_CHUNK_META + 8, b'x');
         assert!(decode_all(&[&huge]).is_err());
+    }
+
+    #[test]
+    fn content_lengths_must_all_name_one_number() {
+        let of = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(
+                    CONTENT_LENGTH,
+                    http::HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            let mut length = Length::default();
+            values.iter().for_each(|v| length.add(v.as_bytes()));
+            assert_eq!(length.get(), content_length(&headers), "{values:?}");
+            length.get()
+        };
+        assert_eq!(of(&["5"]), Some(5));
+        assert_eq!(of(&["5, 5", " 5 "]), Some(5));
+        assert_eq!(of(&["007"]), Some(7));
+        assert_eq!(of(&[]), None);
+        for bad in [
+            &["5", "6"][..],
+            &["+5"],
+            &["5,"],
+            &["-1"],
+            &["5 5"],
+            &["99999999999999999999"],
+        ] {
+            assert_eq!(of(bad), None, "{bad:?}");
+        }
     }
 
     proptest! {

@@ -182,13 +182,17 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
     // Which framing fields are there, noted on the way: most heads have no
     // `transfer-encoding` and no `connection`, and then they are not looked up.
     let (mut te, mut cl, mut conn) = (false, false, false);
+    let mut length = tollgate_core::http1::Length::default();
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| WireError("a response header name is invalid"))?;
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| WireError("a response header value is invalid"))?;
         te |= name == TRANSFER_ENCODING;
-        cl |= name == CONTENT_LENGTH;
+        if name == CONTENT_LENGTH {
+            cl = true;
+            length.add(field.value);
+        }
         conn |= name == CONNECTION;
         headers.append(name, value);
     }
@@ -207,7 +211,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
             (Framing::UntilClose, false)
         }
     } else if cl {
-        match content_length(&headers) {
+        match length.get() {
             Some(0) => (Framing::Empty, true),
             Some(n) => (Framing::Length(n), true),
             None => return Err(WireError("the response's content-length is invalid")),
