@@ -22,6 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tollgate_core::http1::{
     chunk_head, content_length, has_token, last_coding_is_chunked, Chunked, WireError, LAST_CHUNK,
@@ -113,12 +114,30 @@ impl Shared {
                 ready!(self.stream.poll_read_ready(cx))?;
                 buf.reserve(READ_ROOM);
             }
-            match self.stream.try_read_buf(buf) {
+            // A read that leaves room has drained the socket: its readiness is cleared then
+            // (as tokio's own `poll_read` does), so the next read waits for the next bytes
+            // instead of costing a system call that finds none. The read is made inside
+            // `try_io`, whose readiness a `WouldBlock` from the closure clears.
+            let room = buf.capacity() - buf.len();
+            let mut drained = 0;
+            let read = self.stream.try_io(Interest::READABLE, || {
+                let n = self.stream.try_read_buf(buf)?;
+                if n > 0 && n < room {
+                    drained = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match read {
                 Ok(n) => {
                     if n > 0 {
                         self.conn.read_some();
                     }
                     return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => {
+                    self.conn.read_some();
+                    return Poll::Ready(Ok(drained));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ready!(self.stream.poll_read_ready(cx))?;
