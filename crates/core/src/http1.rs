@@ -3,8 +3,8 @@
 //! The header checks that decide how a body is delimited, and the chunked coding both ways.
 //! Nothing here does I/O: each piece works on bytes already read.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::HeaderMap;
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The most bytes of chunk extensions and trailers one body may carry.
 pub const MAX_CHUNK_META: usize = 16 * 1024;
@@ -109,6 +109,48 @@ impl Length {
     pub fn get(&self) -> Option<u64> {
         self.found.filter(|_| !self.invalid)
     }
+}
+
+/// A head's header fields as a map, and what they say of the message's framing, noted on the
+/// way (most heads have no `transfer-encoding` and no `connection`, which are then never
+/// looked up).
+#[derive(Debug, Default)]
+pub struct Fields {
+    pub headers: HeaderMap,
+    pub transfer_encoding: bool,
+    pub content_length: bool,
+    pub connection: bool,
+    pub expect: bool,
+    /// What the `content-length` fields name.
+    pub length: Length,
+}
+
+/// Which part of a header field was not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadField {
+    Name,
+    Value,
+}
+
+/// Reads the fields `httparse` found into a [`Fields`].
+pub fn read_fields(parsed: &[httparse::Header<'_>]) -> Result<Fields, BadField> {
+    let mut fields = Fields {
+        headers: HeaderMap::with_capacity(parsed.len()),
+        ..Fields::default()
+    };
+    for field in parsed {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadField::Name)?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| BadField::Value)?;
+        fields.transfer_encoding |= name == TRANSFER_ENCODING;
+        if name == CONTENT_LENGTH {
+            fields.content_length = true;
+            fields.length.add(field.value);
+        }
+        fields.connection |= name == CONNECTION;
+        fields.expect |= name == EXPECT;
+        fields.headers.append(name, value);
+    }
+    Ok(fields)
 }
 
 /// Decodes a chunked body as its bytes arrive, in any pieces.

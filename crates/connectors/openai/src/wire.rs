@@ -3,10 +3,10 @@
 //! response body — a length, chunked, or up to the connection's close. Nothing here does I/O:
 //! each piece works on bytes already read, so each is tested on bytes alone.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 pub use tollgate_core::http1::{chunk_head, has_token, Chunked, WireError, LAST_CHUNK};
-use tollgate_core::http1::{content_length, last_coding_is_chunked};
+use tollgate_core::http1::{content_length, last_coding_is_chunked, read_fields, BadField, Fields};
 
 /// The longest response head read; past it the exchange fails (hyper's limit is near it).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -178,24 +178,17 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    // Which framing fields are there, noted on the way: most heads have no
-    // `transfer-encoding` and no `connection`, and then they are not looked up.
-    let (mut te, mut cl, mut conn) = (false, false, false);
-    let mut length = tollgate_core::http1::Length::default();
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| WireError("a response header name is invalid"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| WireError("a response header value is invalid"))?;
-        te |= name == TRANSFER_ENCODING;
-        if name == CONTENT_LENGTH {
-            cl = true;
-            length.add(field.value);
-        }
-        conn |= name == CONNECTION;
-        headers.append(name, value);
-    }
+    let Fields {
+        headers,
+        transfer_encoding: te,
+        content_length: cl,
+        connection: conn,
+        length,
+        ..
+    } = read_fields(parsed.headers).map_err(|e| match e {
+        BadField::Name => WireError("a response header name is invalid"),
+        BadField::Value => WireError("a response header value is invalid"),
+    })?;
     let (framing, framed_by_length) = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -241,6 +234,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use proptest::prelude::*;
 
     fn head(bytes: &[u8]) -> (Head, usize) {

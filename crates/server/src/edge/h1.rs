@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tollgate_core::http1::{
-    chunk_head, content_length, has_token, last_coding_is_chunked, Chunked, WireError, LAST_CHUNK,
+    chunk_head, content_length, has_token, last_coding_is_chunked, read_fields, BadField, Chunked,
+    Fields, WireError, LAST_CHUNK,
 };
 
 use super::ConnState;
@@ -470,23 +471,17 @@ fn parse_request(shared: &Arc<Shared>, side: &mut ReadSide) -> Result<Option<Inc
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    let (mut te, mut cl, mut conn, mut expect) = (false, false, false, false);
-    let mut length = tollgate_core::http1::Length::default();
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| bad("a request header name is invalid"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| bad("a request header value is invalid"))?;
-        te |= name == TRANSFER_ENCODING;
-        if name == CONTENT_LENGTH {
-            cl = true;
-            length.add(field.value);
-        }
-        conn |= name == CONNECTION;
-        expect |= name == EXPECT;
-        headers.append(name, value);
-    }
+    let Fields {
+        headers,
+        transfer_encoding: te,
+        content_length: cl,
+        connection: conn,
+        expect,
+        length,
+    } = read_fields(parsed.headers).map_err(|e| match e {
+        BadField::Name => bad("a request header name is invalid"),
+        BadField::Value => bad("a request header value is invalid"),
+    })?;
     let body = if te {
         if cl || version == Version::HTTP_10 || !last_coding_is_chunked(&headers) {
             return Err(bad(
