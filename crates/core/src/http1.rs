@@ -188,8 +188,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the empty line that ends the body).
     TrailerStart,
-    /// In a trailer field, up to CR.
-    Trailer,
+    /// In a trailer field's name, up to its colon.
+    TrailerName,
+    /// In a trailer field's value, up to CR.
+    TrailerValue,
     /// CR read at the end of a trailer field; LF due.
     TrailerLf,
     /// CR read on the empty last line; LF due.
@@ -285,20 +287,29 @@ impl Chunked {
                     b'\n' => State::Size { size: 0, digits: 0 },
                     _ => return Err(WireError("a chunk's data runs past its size")),
                 },
+                // A trailer line is a field, `name: value` (RFC 9112 §7.1.2): a line of any
+                // other shape (a request line, say) is refused, never read past.
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
-                    // A field line starts with its name: no white space, no control byte.
-                    b if is_field_text(b) && b != b' ' && b != b'\t' => {
+                    b if is_token(b) => {
                         self.count_meta()?;
-                        State::Trailer
+                        State::TrailerName
                     }
                     _ => return Err(WireError("a trailer line is invalid")),
                 },
-                State::Trailer => match b {
+                State::TrailerName => match b {
+                    b':' => State::TrailerValue,
+                    b if is_token(b) => {
+                        self.count_meta()?;
+                        State::TrailerName
+                    }
+                    _ => return Err(WireError("a trailer line is invalid")),
+                },
+                State::TrailerValue => match b {
                     b'\r' => State::TrailerLf,
                     b if is_field_text(b) => {
                         self.count_meta()?;
-                        State::Trailer
+                        State::TrailerValue
                     }
                     _ => return Err(WireError("a trailer line is invalid")),
                 },
@@ -335,6 +346,11 @@ impl Chunked {
 /// (RFC 9110 §5.5), never a control byte.
 fn is_field_text(b: u8) -> bool {
     b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// A byte of a token, such as a field name (RFC 9110 §5.6.2).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -392,6 +408,9 @@ mod tests {
             b"5;a\x00b\r\nhello\r\n",
             b"0\r\n\x01garbage\r\n\r\n",
             b"0\r\n folded\r\n\r\n",
+            b"0\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            b"0\r\nno-colon\r\n\r\n",
+            b"0\r\n: empty-name\r\n\r\n",
             b"10000000000000000\r\n",
         ] {
             assert!(

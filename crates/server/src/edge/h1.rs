@@ -16,11 +16,11 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -43,9 +43,9 @@ const MAX_COALESCED: usize = 64 * 1024;
 const KEEP_WBUF: usize = 8 * 1024;
 /// Body data larger than this is written from its own buffer instead of being copied.
 const COPY_AT_MOST: usize = 16 * 1024;
-/// Bytes read while a request is answered (the client's next requests) are buffered up to
-/// this much; then reading waits for the answer.
-const MAX_AHEAD: usize = MAX_HEAD;
+/// Whether a read that leaves room clears the socket's readiness (see [`Shared::poll_fill`]):
+/// where tokio's own `poll_read` does the same (not on Windows, whose readiness is emulated).
+const CLEAR_ON_SHORT_READ: bool = cfg!(not(windows));
 
 /// The socket of one HTTP/1.1 connection and what has been read from it.
 pub(crate) struct Shared {
@@ -64,8 +64,11 @@ struct ReadSide {
     eof: bool,
     body: BodyState,
     /// `Expect: 100-continue` not yet answered: `100 Continue` goes out before the body is
-    /// first waited for.
-    continue_owed: bool,
+    /// first waited for. `Some(n)`: its first `n` bytes are written.
+    continue_owed: Option<usize>,
+    /// The serve loop, waiting for the body's end to watch for the client's: woken when the
+    /// body ends (it may be read on another task, an upstream connection's).
+    waiter: Option<Waker>,
 }
 
 #[derive(Debug)]
@@ -87,7 +90,8 @@ impl Shared {
                 buf: BytesMut::new(),
                 eof: false,
                 body: BodyState::Done,
-                continue_owed: false,
+                continue_owed: None,
+                waiter: None,
             }),
             closing: AtomicBool::new(false),
             idle: AtomicBool::new(false),
@@ -123,7 +127,7 @@ impl Shared {
             let mut drained = 0;
             let read = self.stream.try_io(Interest::READABLE, || {
                 let n = self.stream.try_read_buf(buf)?;
-                if n > 0 && n < room {
+                if CLEAR_ON_SHORT_READ && n > 0 && n < room {
                     drained = n;
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
@@ -181,25 +185,35 @@ impl Shared {
     }
 
     /// Ready when the client has closed its side (or the socket failed) while its request is
-    /// answered; bytes it sends meanwhile (its next requests) are kept, up to [`MAX_AHEAD`].
-    /// Reads only once the request body is read: until then reading is the body's.
+    /// answered. Reads only once the request body is read (until then reading is the body's,
+    /// which wakes this when it ends), and only while nothing is buffered: the client's next
+    /// request, once one is here, is served after this answer, even if the client then
+    /// closes its side (as hyper did).
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut side = self.lock();
         let side = &mut *side;
-        if !matches!(side.body, BodyState::Done) || side.eof {
+        if !matches!(side.body, BodyState::Done | BodyState::Failed) {
+            if !side
+                .waiter
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                side.waiter = Some(cx.waker().clone());
+            }
             return Poll::Pending;
         }
-        while side.buf.len() < MAX_AHEAD {
-            match ready!(self.poll_fill(cx, &mut side.buf)) {
-                Ok(0) => {
-                    side.eof = true;
-                    return Poll::Ready(());
-                }
-                Ok(_) => {}
-                Err(_) => return Poll::Ready(()),
-            }
+        if side.eof || !side.buf.is_empty() {
+            return Poll::Pending;
         }
-        Poll::Pending
+        match ready!(self.poll_fill(cx, &mut side.buf)) {
+            Ok(0) => {
+                side.eof = true;
+                Poll::Ready(())
+            }
+            // The next request: kept, and no more reading until this answer is out.
+            Ok(_) => Poll::Pending,
+            Err(_) => Poll::Ready(()),
+        }
     }
 
     fn shutdown_write(&self) {
@@ -226,70 +240,13 @@ impl http_body::Body for ReqBody {
         let shared = &*this.shared;
         let mut side = shared.lock();
         let side = &mut *side;
-        loop {
-            match &mut side.body {
-                BodyState::Done => return Poll::Ready(None),
-                BodyState::Failed => {
-                    return Poll::Ready(Some(Err(WireError("the request body broke off"))))
-                }
-                BodyState::Length(left) if !side.buf.is_empty() => {
-                    let n = side
-                        .buf
-                        .len()
-                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
-                    this.hint = Some(*left);
-                    if *left == 0 {
-                        side.body = BodyState::Done;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(side.buf.split_to(n).freeze()))));
-                }
-                BodyState::Chunked(decoder) if !side.buf.is_empty() => {
-                    let mut out = BytesMut::new();
-                    match decoder.decode(&side.buf, |data| out.extend_from_slice(data)) {
-                        Ok(used) => {
-                            side.buf.advance(used);
-                            if decoder.is_done() {
-                                side.body = BodyState::Done;
-                            }
-                            if !out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
-                            }
-                            if matches!(side.body, BodyState::Done) {
-                                return Poll::Ready(None);
-                            }
-                        }
-                        Err(e) => {
-                            side.body = BodyState::Failed;
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                }
-                BodyState::Length(_) | BodyState::Chunked(_) => {}
-            }
-            // More bytes are needed.
-            if side.eof {
-                side.body = BodyState::Failed;
-                return Poll::Ready(Some(Err(WireError("the request body ended early"))));
-            }
-            if side.continue_owed {
-                // A few bytes on a socket with nothing else queued: written at once, or the
-                // client is not reading and the body will time out.
-                match shared.stream.try_write(CONTINUE) {
-                    Ok(n) if n == CONTINUE.len() => side.continue_owed = false,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(shared.stream.poll_write_ready(cx)).map_err(|_| broke(side))?;
-                        continue;
-                    }
-                    _ => return Poll::Ready(Some(Err(broke(side)))),
-                }
-            }
-            match ready!(shared.poll_fill(cx, &mut side.buf)) {
-                Ok(0) => side.eof = true,
-                Ok(_) => {}
-                Err(_) => return Poll::Ready(Some(Err(broke(side)))),
+        let polled = poll_body(shared, side, &mut this.hint, cx);
+        if matches!(side.body, BodyState::Done | BodyState::Failed) {
+            if let Some(waiter) = side.waiter.take() {
+                waiter.wake();
             }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -300,6 +257,85 @@ impl http_body::Body for ReqBody {
         match self.hint {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
+        }
+    }
+}
+
+/// One frame of the request body: from what is buffered, else read (after `100 Continue`,
+/// when it is owed).
+fn poll_body(
+    shared: &Shared,
+    side: &mut ReadSide,
+    hint: &mut Option<u64>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
+    loop {
+        if !side.buf.is_empty() && side.continue_owed == Some(0) {
+            // The client sent its body without waiting: no 100 is owed any more.
+            side.continue_owed = None;
+        }
+        match &mut side.body {
+            BodyState::Done => return Poll::Ready(None),
+            BodyState::Failed => {
+                return Poll::Ready(Some(Err(WireError("the request body broke off"))))
+            }
+            BodyState::Length(left) if !side.buf.is_empty() => {
+                let n = side
+                    .buf
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                *hint = Some(*left);
+                if *left == 0 {
+                    side.body = BodyState::Done;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(side.buf.split_to(n).freeze()))));
+            }
+            BodyState::Chunked(decoder) if !side.buf.is_empty() => {
+                let mut out = BytesMut::new();
+                match decoder.decode(&side.buf, |data| out.extend_from_slice(data)) {
+                    Ok(used) => {
+                        side.buf.advance(used);
+                        if decoder.is_done() {
+                            side.body = BodyState::Done;
+                        }
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                        }
+                        if matches!(side.body, BodyState::Done) {
+                            return Poll::Ready(None);
+                        }
+                    }
+                    Err(e) => {
+                        side.body = BodyState::Failed;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            BodyState::Length(_) | BodyState::Chunked(_) => {}
+        }
+        // More bytes are needed.
+        if side.eof {
+            side.body = BodyState::Failed;
+            return Poll::Ready(Some(Err(WireError("the request body ended early"))));
+        }
+        if let Some(at) = side.continue_owed {
+            // A few bytes on a socket with nothing else queued: written at once as a rule;
+            // a part written is finished before anything else.
+            match shared.stream.try_write(&CONTINUE[at..]) {
+                Ok(n) if at + n == CONTINUE.len() => side.continue_owed = None,
+                Ok(n) if n > 0 => side.continue_owed = Some(at + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(shared.stream.poll_write_ready(cx)).map_err(|_| broke(side))?;
+                }
+                _ => return Poll::Ready(Some(Err(broke(side)))),
+            }
+            continue;
+        }
+        match ready!(shared.poll_fill(cx, &mut side.buf)) {
+            Ok(0) => side.eof = true,
+            Ok(_) => {}
+            Err(_) => return Poll::Ready(Some(Err(broke(side)))),
         }
     }
 }
@@ -336,6 +372,9 @@ where
 {
     let mut wbuf = Vec::new();
     loop {
+        // A request already here when the one before it was answered was pipelined: it is
+        // answered even if the client closes its side meanwhile (it sent all it meant to).
+        let pipelined = !shared.lock().buf.is_empty();
         let head = match read_head(&shared).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
@@ -347,7 +386,6 @@ where
         let Incoming {
             request,
             keep_alive,
-            expects_continue,
         } = head;
         let method = request.method().clone();
         let version = request.version();
@@ -358,6 +396,9 @@ where
                 if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
                     return Poll::Ready(Some(resp));
                 }
+                if pipelined {
+                    return Poll::Pending;
+                }
                 shared.poll_gone(cx).map(|()| None)
             })
             .await
@@ -366,28 +407,44 @@ where
         let Some(resp) = answered else {
             return Ok(());
         };
-        let unread = {
+        let (unread, torn) = {
             let mut side = shared.lock();
-            if expects_continue && side.continue_owed {
-                // Never asked for: the client has sent no body and waits; the connection
-                // cannot carry another request.
-                side.body = BodyState::Failed;
-            }
-            side.continue_owed = false;
+            side.waiter = None;
+            // A `100 Continue` begun is finished before the answer; one never begun is not
+            // sent (the client then still holds its body, and the connection closes below).
+            let torn = side.continue_owed.take().filter(|&at| at > 0);
             let unread = !matches!(side.body, BodyState::Done);
             if side.buf.is_empty() {
                 // Nothing read ahead: the buffer is not held through a long answer.
                 side.buf = BytesMut::new();
             }
-            unread
+            (unread, torn)
         };
+        if let Some(at) = torn {
+            shared
+                .write_all(&mut [&CONTINUE[at..]])
+                .await
+                .map_err(ended)?;
+        }
         let keep = keep_alive
             && !unread
             && !shared.closing.load(Ordering::Acquire)
             && !has_token(resp.headers(), "close");
-        let keep = write_answer(&shared, &mut wbuf, (&method, version), resp, keep).await?;
+        let keep = write_answer(
+            &shared,
+            &mut wbuf,
+            (&method, version),
+            resp,
+            (keep, !pipelined),
+        )
+        .await?;
         if wbuf.capacity() > KEEP_WBUF {
             wbuf = Vec::new();
+        }
+        if !shared.lock().buf.is_empty() {
+            // Bytes of the next head came while this one was answered: its head timer runs
+            // from now (the request counted as active until its answer was out).
+            shared.conn.read_some();
         }
         if !keep {
             shared.shutdown_write();
@@ -400,7 +457,6 @@ where
 struct Incoming {
     request: Request<ReqBody>,
     keep_alive: bool,
-    expects_continue: bool,
 }
 
 type Refusal = (StatusCode, &'static str);
@@ -513,7 +569,7 @@ fn parse_request(shared: &Arc<Shared>, side: &mut ReadSide) -> Result<Option<Inc
     };
     side.buf.advance(len);
     side.body = body;
-    side.continue_owed = expects_continue;
+    side.continue_owed = expects_continue.then_some(0);
     let mut request = Request::new(ReqBody {
         shared: shared.clone(),
         hint,
@@ -525,7 +581,6 @@ fn parse_request(shared: &Arc<Shared>, side: &mut ReadSide) -> Result<Option<Inc
     Ok(Some(Incoming {
         request,
         keep_alive,
-        expects_continue,
     }))
 }
 
@@ -584,7 +639,7 @@ async fn write_answer<B>(
     wbuf: &mut Vec<u8>,
     (method, version): (&Method, Version),
     resp: Response<B>,
-    mut keep: bool,
+    (mut keep, watch_gone): (bool, bool),
 ) -> Result<bool, Ended>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
@@ -612,7 +667,7 @@ where
         Out::None
     } else if let Some(n) = declared {
         Out::Length(n)
-    } else if version == Version::HTTP_10 || !keep_alive_capable(&parts.headers) {
+    } else if version == Version::HTTP_10 {
         keep = false;
         Out::UntilClose
     } else {
@@ -694,10 +749,13 @@ where
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Step::Fail(e.to_string())),
                 Poll::Pending if !wbuf.is_empty() => return Poll::Ready(Step::More),
                 Poll::Pending => {
+                    if !watch_gone {
+                        return Poll::Pending;
+                    }
                     return match shared.poll_gone(cx) {
                         Poll::Ready(()) => Poll::Ready(Step::Fail("the client went away".into())),
                         Poll::Pending => Poll::Pending,
-                    }
+                    };
                 }
             }
         })
@@ -745,11 +803,6 @@ enum Step {
     More,
     End,
     Fail(String),
-}
-
-/// Whether an answer's headers let its connection live on (no `connection: close`).
-fn keep_alive_capable(headers: &HeaderMap) -> bool {
-    !has_token(headers, "close")
 }
 
 fn status_line(dst: &mut Vec<u8>, status: StatusCode) {
@@ -1166,6 +1219,120 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 431 "), "{got}");
         assert!(seen.lock().expect("lock").is_empty());
         assert!(task.await.expect("joined").is_err());
+    }
+
+    /// A connection served with `handler` (which gets the request and answers a body).
+    async fn served_by<H, F>(
+        handler: H,
+    ) -> (
+        tokio::net::TcpStream,
+        tokio::task::JoinHandle<Result<(), Ended>>,
+    )
+    where
+        H: Fn(Request<ReqBody>) -> F + Send + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
+        (client, tokio::spawn(serve(shared, handler)))
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_before_its_100_continue_keeps_the_connection() {
+        let (mut c, seen, _task) = served().await;
+        c.write_all(
+            b"POST /a HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\nabc\
+              GET /b HTTP/1.1\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let text = read_answers(&mut c, 2).await;
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+        assert!(
+            !text.contains("100 Continue") && !text.contains("connection: close"),
+            "{text}"
+        );
+        assert_eq!(seen.lock().expect("lock")[0].2, Ok(b"abc".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_then_a_half_close_are_all_answered() {
+        let (mut c, _task) = served_by(|req: Request<ReqBody>| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Response::new(Full::new(Bytes::from(req.uri().path().to_string())))
+        })
+        .await;
+        c.write_all(b"GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        c.shutdown().await.expect("half-close");
+        let mut got = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        assert!(
+            got.contains("\r\n\r\n/one") && got.ends_with("\r\n\r\n/two"),
+            "{got}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_while_another_task_reads_its_body_cancels_the_handler() {
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let guard = Arc::new(StdMutex::new(Some(dropped_tx)));
+        let (mut c, task) = served_by(move |req: Request<ReqBody>| {
+            let tx = guard.lock().expect("lock").take();
+            async move {
+                let _tx = tx;
+                // As an upstream connection's task reads a pass-through body.
+                let read = tokio::spawn(async move { req.into_body().collect().await.is_ok() });
+                assert!(read.await.expect("read task"));
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Response::new(Full::new(Bytes::new()))
+            }
+        })
+        .await;
+        c.write_all(b"POST /p HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+            .await
+            .expect("the handler was dropped in time")
+            .expect_err("dropped, not sent");
+        assert!(task.await.expect("joined").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_unknown_length_that_closes_is_still_chunked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
+        let _task = tokio::spawn(serve(shared, |_req: Request<ReqBody>| async {
+            let frames = ["data: 1\n\n"].map(|f| Ok(Frame::data(Bytes::from_static(f.as_bytes()))));
+            let mut resp = Response::new(StreamBody::new(futures_util::stream::iter::<
+                [Result<Frame<Bytes>, std::convert::Infallible>; 1],
+            >(frames)));
+            resp.headers_mut()
+                .insert(CONNECTION, http::HeaderValue::from_static("close"));
+            resp
+        }));
+        c.write_all(b"GET /s HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
+        assert!(got.contains("connection: close\r\n"), "{got}");
+        assert!(got.ends_with("0\r\n\r\n"), "the end is marked: {got}");
     }
 
     #[tokio::test]
