@@ -960,6 +960,13 @@ mod tests {
         }
     }
 
+    /// Everything the server writes until it closes (at most 5 s).
+    async fn read_to_close(c: &mut tokio::net::TcpStream) -> String {
+        let mut got = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        got
+    }
+
     /// How many whole answers `text` holds (by content-length, or chunked to the last chunk).
     fn complete_answers(mut text: &str) -> usize {
         let mut n = 0;
@@ -1047,8 +1054,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            let mut got = String::new();
-            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+            let got = read_to_close(&mut c).await;
             assert_eq!(
                 got.matches("HTTP/1.1 200 OK\r\n").count(),
                 4,
@@ -1087,8 +1093,7 @@ mod tests {
         ] {
             let (mut c, seen, task) = served().await;
             c.write_all(head).await.expect("write");
-            let mut got = String::new();
-            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+            let got = read_to_close(&mut c).await;
             assert!(got.starts_with("HTTP/1.1 400 "), "{}: {got}", String::from_utf8_lossy(head));
             assert!(got.contains("connection: close"));
             assert!(seen.lock().expect("lock").is_empty(), "nothing reached the service");
@@ -1144,8 +1149,7 @@ mod tests {
         c.write_all(b"POST /noread HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n")
             .await
             .expect("write");
-        let mut got = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        let got = read_to_close(&mut c).await;
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(!got.contains("100 Continue"));
         assert!(got.contains("connection: close"));
@@ -1172,8 +1176,7 @@ mod tests {
         c.write_all(b"GET /a HTTP/1.0\r\n\r\n")
             .await
             .expect("write");
-        let mut got = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        let got = read_to_close(&mut c).await;
         assert!(
             got.contains("connection: close") && got.ends_with("len=0"),
             "{got}"
@@ -1214,8 +1217,7 @@ mod tests {
         let mut head = b"GET /a HTTP/1.1\r\nx-big: ".to_vec();
         head.resize(MAX_HEAD + 100, b'a');
         let _ = c.write_all(&head).await;
-        let mut got = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        let got = read_to_close(&mut c).await;
         assert!(got.starts_with("HTTP/1.1 431 "), "{got}");
         assert!(seen.lock().expect("lock").is_empty());
         assert!(task.await.expect("joined").is_err());
@@ -1271,8 +1273,7 @@ mod tests {
             .await
             .expect("write");
         c.shutdown().await.expect("half-close");
-        let mut got = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        let got = read_to_close(&mut c).await;
         assert!(
             got.contains("\r\n\r\n/one") && got.ends_with("\r\n\r\n/two"),
             "{got}"
@@ -1328,8 +1329,7 @@ mod tests {
         c.write_all(b"GET /s HTTP/1.1\r\n\r\n")
             .await
             .expect("write");
-        let mut got = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut got)).await;
+        let got = read_to_close(&mut c).await;
         assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
         assert!(got.contains("connection: close\r\n"), "{got}");
         assert!(got.ends_with("0\r\n\r\n"), "the end is marked: {got}");
