@@ -14,7 +14,7 @@
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 
@@ -35,8 +35,10 @@ use super::ConnState;
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a request head may have; past it the answer is 431.
 const MAX_HEADERS: usize = 100;
-/// A read asks for at least this much room.
+/// A read asks for at least this much room; after reads that fill it, for twice as much each
+/// time, up to [`MAX_READ_ROOM`] (a large body then takes few system calls).
 const READ_ROOM: usize = 8 * 1024;
+const MAX_READ_ROOM: usize = 256 * 1024;
 /// Body frames ready at once are written together up to this much.
 const MAX_COALESCED: usize = 64 * 1024;
 /// A write buffer grown past this is freed after its answer, not kept for the next.
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     closing: AtomicBool,
     /// Whether the loop waits for a head with nothing of it read: a shutdown closes at once.
     idle: AtomicBool,
+    /// The room the next read asks for.
+    room: AtomicUsize,
 }
 
 /// The read buffer and the state of the request body being read from it.
@@ -95,6 +99,7 @@ impl Shared {
             }),
             closing: AtomicBool::new(false),
             idle: AtomicBool::new(false),
+            room: AtomicUsize::new(READ_ROOM),
         })
     }
 
@@ -113,11 +118,12 @@ impl Shared {
     /// Reads what the socket has into `buf`: `Ok(0)` at the end of the stream.
     fn poll_fill(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         loop {
-            if buf.capacity() - buf.len() < READ_ROOM / 4 {
+            let want = self.room.load(Ordering::Relaxed);
+            if buf.capacity() - buf.len() < want / 4 {
                 // Room is made only for bytes there are: a connection waiting for its client
                 // holds no buffer.
                 ready!(self.stream.poll_read_ready(cx))?;
-                buf.reserve(READ_ROOM);
+                buf.reserve(want);
             }
             // A read that leaves room has drained the socket: its readiness is cleared then
             // (as tokio's own `poll_read` does), so the next read waits for the next bytes
@@ -133,6 +139,15 @@ impl Shared {
                 }
                 Ok(n)
             });
+            // Room filled: more is likely waiting, so the next read asks for more; a read that
+            // left room goes back to the first size.
+            let next = match read {
+                Ok(n) if n > 0 && n == room => (want * 2).min(MAX_READ_ROOM),
+                _ => READ_ROOM,
+            };
+            if next != want {
+                self.room.store(next, Ordering::Relaxed);
+            }
             match read {
                 Ok(n) => {
                     if n > 0 {
@@ -1077,6 +1092,42 @@ mod tests {
             );
             assert!(task.await.expect("joined").is_ok(), "closed as asked");
         }
+    }
+
+    #[tokio::test]
+    async fn a_large_body_arrives_whole_and_the_request_after_it_too() {
+        let (mut c, seen, _task) = served().await;
+        let body: Vec<u8> = (0..3 * 1024 * 1024u32)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let head = format!(
+            "POST /big HTTP/1.1\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut wire = head.into_bytes();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(b"GET /after HTTP/1.1\r\n\r\n");
+        let (mut read, mut write) = c.split();
+        let writing = async { write.write_all(&wire).await.expect("write") };
+        let reading = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while complete_answers(&String::from_utf8_lossy(&got)) < 2 {
+                let n = tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf))
+                    .await
+                    .expect("in time")
+                    .expect("read");
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&got).to_string()
+        };
+        let ((), text) = tokio::join!(writing, reading);
+        assert!(text.contains(&format!("len={}", body.len())), "{text}");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen[0].2.as_ref().map(Vec::len), Ok(body.len()));
+        assert_eq!(seen[0].2.as_deref(), Ok(&body[..]));
+        assert_eq!(seen[1].1, "/after");
     }
 
     #[tokio::test]
