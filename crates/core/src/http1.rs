@@ -4,7 +4,7 @@
 //! Nothing here does I/O: each piece works on bytes already read.
 
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 /// The most bytes of chunk extensions and trailers one body may carry.
 pub const MAX_CHUNK_META: usize = 16 * 1024;
@@ -123,6 +123,25 @@ pub struct Fields {
     pub expect: bool,
     /// What the `content-length` fields name.
     pub length: Length,
+}
+
+impl Fields {
+    /// Whether the message lets its connection carry another (RFC 9112 §9.3): HTTP/1.0 only
+    /// with `connection: keep-alive`, HTTP/1.1 unless `connection: close`.
+    pub fn keep_alive(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_10 => self.connection && has_token(&self.headers, "keep-alive"),
+            _ => !self.connection || !has_token(&self.headers, "close"),
+        }
+    }
+}
+
+/// The version `httparse` read (its minor digit): HTTP/1.0, else HTTP/1.1.
+pub fn version(minor: Option<u8>) -> Version {
+    match minor {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
 }
 
 /// Which part of a header field was not valid.

@@ -5,8 +5,8 @@
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Response, StatusCode, Version};
+use tollgate_core::http1::{self, content_length, last_coding_is_chunked, read_fields, BadField};
 pub use tollgate_core::http1::{chunk_head, has_token, Chunked, WireError, LAST_CHUNK};
-use tollgate_core::http1::{content_length, last_coding_is_chunked, read_fields, BadField, Fields};
 
 /// The longest response head read; past it the exchange fails (hyper's limit is near it).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -174,18 +174,8 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
     if status.is_informational() {
         return Ok(Parsed::Interim(len));
     }
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let Fields {
-        headers,
-        transfer_encoding: te,
-        content_length: cl,
-        connection: conn,
-        length,
-        ..
-    } = read_fields(parsed.headers).map_err(|e| match e {
+    let version = http1::version(parsed.version);
+    let fields = read_fields(parsed.headers).map_err(|e| match e {
         BadField::Name => WireError("a response header name is invalid"),
         BadField::Value => WireError("a response header value is invalid"),
     })?;
@@ -194,17 +184,20 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
         || status == StatusCode::NOT_MODIFIED
     {
         (Framing::Empty, true)
-    } else if te {
-        if last_coding_is_chunked(&headers) {
+    } else if fields.transfer_encoding {
+        if last_coding_is_chunked(&fields.headers) {
             // With both, transfer-encoding wins, and the connection may have been smuggled
             // on: it is not used again (RFC 9112 §6.3); nor after chunked HTTP/1.0, a faulty
             // framing (§6.1).
-            (Framing::Chunked, !cl && version != Version::HTTP_10)
+            (
+                Framing::Chunked,
+                !fields.content_length && version != Version::HTTP_10,
+            )
         } else {
             (Framing::UntilClose, false)
         }
-    } else if cl {
-        match length.get() {
+    } else if fields.content_length {
+        match fields.length.get() {
             Some(0) => (Framing::Empty, true),
             Some(n) => (Framing::Length(n), true),
             None => return Err(WireError("the response's content-length is invalid")),
@@ -212,15 +205,11 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
     } else {
         (Framing::UntilClose, false)
     };
-    let keep_alive = framed_by_length
-        && match version {
-            Version::HTTP_10 => conn && has_token(&headers, "keep-alive"),
-            _ => !conn || !has_token(&headers, "close"),
-        };
+    let keep_alive = framed_by_length && fields.keep_alive(version);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = fields.headers;
     Ok(Parsed::Head(
         Head {
             response,

@@ -25,8 +25,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tollgate_core::http1::{
-    chunk_head, content_length, has_token, last_coding_is_chunked, read_fields, BadField, Chunked,
-    Fields, WireError, LAST_CHUNK,
+    self, chunk_head, content_length, has_token, last_coding_is_chunked, read_fields, BadField,
+    Chunked, WireError, LAST_CHUNK,
 };
 
 use super::ConnState;
@@ -386,10 +386,11 @@ where
     B::Error: std::fmt::Display,
 {
     let mut wbuf = Vec::new();
+    // Whether the next request was already here when the one before it was answered: such a
+    // pipelined request is answered even if the client closes its side meanwhile (it sent all
+    // it meant to).
+    let mut pipelined = false;
     loop {
-        // A request already here when the one before it was answered was pipelined: it is
-        // answered even if the client closes its side meanwhile (it sent all it meant to).
-        let pipelined = !shared.lock().buf.is_empty();
         let head = match read_head(&shared).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
@@ -456,7 +457,8 @@ where
         if wbuf.capacity() > KEEP_WBUF {
             wbuf = Vec::new();
         }
-        if !shared.lock().buf.is_empty() {
+        pipelined = !shared.lock().buf.is_empty();
+        if pipelined {
             // Bytes of the next head came while this one was answered: its head timer runs
             // from now (the request counted as active until its answer was out).
             shared.conn.read_some();
@@ -538,30 +540,24 @@ fn parse_request(shared: &Arc<Shared>, side: &mut ReadSide) -> Result<Option<Inc
         .map_err(|_| bad("the request method is invalid"))?;
     let uri = http::Uri::try_from(parsed.path.unwrap_or(""))
         .map_err(|_| bad("the request target is invalid"))?;
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let Fields {
-        headers,
-        transfer_encoding: te,
-        content_length: cl,
-        connection: conn,
-        expect,
-        length,
-    } = read_fields(parsed.headers).map_err(|e| match e {
+    let version = http1::version(parsed.version);
+    let fields = read_fields(parsed.headers).map_err(|e| match e {
         BadField::Name => bad("a request header name is invalid"),
         BadField::Value => bad("a request header value is invalid"),
     })?;
-    let body = if te {
-        if cl || version == Version::HTTP_10 || !last_coding_is_chunked(&headers) {
+    let keep_alive = fields.keep_alive(version);
+    let body = if fields.transfer_encoding {
+        if fields.content_length
+            || version == Version::HTTP_10
+            || !last_coding_is_chunked(&fields.headers)
+        {
             return Err(bad(
                 "the request body's framing is ambiguous (transfer-encoding)",
             ));
         }
         BodyState::Chunked(Box::default())
-    } else if cl {
-        match length.get() {
+    } else if fields.content_length {
+        match fields.length.get() {
             Some(0) => BodyState::Done,
             Some(n) => BodyState::Length(n),
             None => return Err(bad("the request's content-length is invalid")),
@@ -569,11 +565,8 @@ fn parse_request(shared: &Arc<Shared>, side: &mut ReadSide) -> Result<Option<Inc
     } else {
         BodyState::Done
     };
-    let keep_alive = match version {
-        Version::HTTP_10 => conn && has_token(&headers, "keep-alive"),
-        _ => !conn || !has_token(&headers, "close"),
-    };
-    let expects_continue = expect
+    let headers = fields.headers;
+    let expects_continue = fields.expect
         && version == Version::HTTP_11
         && !matches!(body, BodyState::Done)
         && crate::intake::expects_continue(&headers);
@@ -911,6 +904,17 @@ mod tests {
     /// What the test service saw of each request: method, path, body (or the body's error).
     type Seen = Arc<StdMutex<Vec<(String, String, Result<Vec<u8>, String>)>>>;
 
+    /// A client connected to a server side not served yet.
+    async fn connected() -> (tokio::net::TcpStream, Arc<Shared>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, Shared::new(server, Arc::new(ConnState::new(false))))
+    }
+
     /// A connection served by `serve` with a service that reads each body whole (unless the
     /// path is `/noread`) and answers its length; `/stream` answers in three frames.
     async fn served() -> (
@@ -918,15 +922,9 @@ mod tests {
         Seen,
         tokio::task::JoinHandle<Result<(), Ended>>,
     ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (client, shared) = connected().await;
         let seen: Seen = Arc::default();
         let log = seen.clone();
-        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
         let task = tokio::spawn(serve(shared, move |req: Request<ReqBody>| {
             let log = log.clone();
             async move {
@@ -1285,13 +1283,7 @@ mod tests {
         H: Fn(Request<ReqBody>) -> F + Send + 'static,
         F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
+        let (client, shared) = connected().await;
         (client, tokio::spawn(serve(shared, handler)))
     }
 
@@ -1361,13 +1353,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_of_unknown_length_that_closes_is_still_chunked() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
+        let (mut c, shared) = connected().await;
         let _task = tokio::spawn(serve(shared, |_req: Request<ReqBody>| async {
             let frames = ["data: 1\n\n"].map(|f| Ok(Frame::data(Bytes::from_static(f.as_bytes()))));
             let mut resp = Response::new(StreamBody::new(futures_util::stream::iter::<
@@ -1388,15 +1374,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_gone_while_its_answer_is_made_cancels_the_handler() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (mut client, shared) = connected().await;
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let guard = StdMutex::new(Some(dropped_tx));
-        let shared = Shared::new(server, Arc::new(ConnState::new(false)));
         let task = tokio::spawn(serve(shared, move |_req: Request<ReqBody>| {
             // Held by the handler: dropped (and the receiver told) only if it is cancelled.
             let tx = guard.lock().expect("lock").take();
